@@ -1,0 +1,1 @@
+"""Headquarters side of plantfed: rounds, health, aggregation, campaigns and the CLI."""

@@ -1,0 +1,217 @@
+"""A campaign: many rounds from an initial model, durable after every round.
+
+The runner holds the campaign lock, resumes from the newest progress (Redis or
+the local checkpoint), finishes a round left open by a previous coordinator
+instead of starting it again, and after each round applies its result exactly
+once: evaluation, statistics, early stopping, then a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from coordinator.checkpoint import CampaignState
+from coordinator.closing import finish_closing
+from coordinator.config import CampaignConfig
+from coordinator.context import Hq
+from coordinator.evaluation import evaluate_model
+from coordinator.health import HealthHook, HealthThresholds, read_site_health
+from coordinator.lock import CampaignLock
+from coordinator.outcome import apply_round
+from coordinator.persistence import Progress, load_progress, save_progress
+from coordinator.roundplan import choose_sites, plan_round
+from coordinator.rounds import (
+    RoundPlan,
+    RoundResult,
+    await_closure,
+    collect_round,
+    result_from_closure,
+    run_round,
+)
+from coordinator.selection import Selection, select_sites
+from coordinator.summary import CampaignSummary, summarize
+from coordinator.tuning import RoundTiming, retry_delay_s
+from plantfed.errors import RoundStateError
+from plantfed.keys import RoundRef
+from plantfed.modelio import encode_weights
+from plantfed.roundstore import RoundRecord, RoundState
+from worker.trainers.registry import get_trainer
+
+logger = logging.getLogger(__name__)
+
+#: Longest wait for the sites' evaluation of a new global model.
+EVALUATION_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """What the runner tells its observer after each round."""
+
+    index: int
+    result: RoundResult
+    timing: RoundTiming
+    metrics: dict[str, float]
+    state: CampaignState
+
+
+RoundObserver = Callable[[RoundReport], None]
+
+
+class CampaignRunner:
+    """Runs or resumes one campaign under its lock."""
+
+    def __init__(
+        self,
+        hq: Hq,
+        config: CampaignConfig,
+        hooks: Sequence[HealthHook] = (),
+        on_round: RoundObserver | None = None,
+    ) -> None:
+        self.hq = hq
+        self.config = config
+        self.hooks = tuple(hooks)
+        self.on_round = on_round
+        self.trainer = get_trainer(config.trainer)
+        self._rng = random.Random(config.seed)
+        self.thresholds = HealthThresholds(
+            liveness_interval_s=hq.settings.liveness_interval_s,
+            lost_after_s=config.round.timing.lost_after_s,
+        )
+
+    def run(self, max_rounds: int | None = None, wait_lock_s: float = 0.0) -> CampaignSummary:
+        """Run rounds until the campaign ends or ``max_rounds`` rounds were run."""
+        started = time.monotonic()
+        lock = CampaignLock(self.hq.client, self.hq.keys, self.config.id)
+        lock.acquire(wait_lock_s)
+        try:
+            progress = self._load_or_start()
+            done = 0
+            while not self._finished(progress.state) and (max_rounds is None or done < max_rounds):
+                progress = self._run_round(progress)
+                done += 1
+            return summarize(self.config, progress.state, self.trainer, time.monotonic() - started)
+        finally:
+            lock.release()
+
+    def _finished(self, state: CampaignState) -> bool:
+        return state.stopped_reason is not None or state.next_round >= self.config.rounds
+
+    def _load_or_start(self) -> Progress:
+        progress = load_progress(self.hq, self.config)
+        if progress is not None:
+            logger.info(
+                "Campaign %s: resuming at round %d from %s",
+                self.config.id, progress.state.next_round, progress.source,
+            )  # fmt: skip
+            return progress
+        model_bytes = encode_weights(self.trainer.initial_weights(self.config.seed))
+        digest = self.hq.blobs.put(model_bytes, self.hq.settings.model_ttl_s)
+        state = CampaignState(campaign_id=self.config.id, next_round=0, global_model_hash=digest)
+        progress = Progress(state, model_bytes)
+        save_progress(self.hq, self.config, progress)
+        logger.info("Campaign %s: started with model %s", self.config.id, digest[:12])
+        return progress
+
+    def _run_round(self, progress: Progress) -> Progress:
+        index = progress.state.next_round
+        timing, plan = plan_round(self.config, progress.state, self.thresholds, self.hq.settings)
+        if progress.server_state_bytes is not None:
+            state_hash = self.hq.blobs.put(
+                progress.server_state_bytes, self.hq.settings.model_ttl_s
+            )
+            plan = replace(plan, server_state_hash=state_hash)
+        logger.info("Campaign %s round %d: timing %s", self.config.id, index, timing.reason)
+        attempts: list[RoundResult] = []
+        excluded_sites: set[str] = set()
+        attempt = 1
+        while True:
+            result = self._run_attempt(progress, plan, RoundRef(self.config.id, index, attempt),
+                                       excluded_sites)  # fmt: skip
+            attempts.append(result)
+            if result.success or attempt > self.config.failures.round_retries:
+                break
+            excluded_sites |= set(result.failed_datasites)
+            delay_s = retry_delay_s(attempt, self.config.failures.retry_backoff_s,
+                                    self.config.failures.retry_backoff_max_s, self._rng)  # fmt: skip
+            logger.warning(
+                "Campaign %s round %d: attempt %d failed (%s); retrying in %.1f s without %s",
+                self.config.id, index, attempt, result.status, delay_s,
+                ",".join(sorted(excluded_sites)) or "no site",
+            )  # fmt: skip
+            time.sleep(delay_s)
+            attempt += 1
+        progress = self._apply(progress, attempts, timing, plan)
+        save_progress(self.hq, self.config, progress)
+        if self.on_round is not None:
+            last = progress.state.history[-1]
+            self.on_round(
+                RoundReport(index, attempts[-1], timing, dict(last.metrics), progress.state)
+            )
+        return progress
+
+    def _apply(
+        self, progress: Progress, attempts: list[RoundResult], timing: RoundTiming, plan: RoundPlan
+    ) -> Progress:
+        final = attempts[-1]
+        metrics: dict[str, float] = {}
+        model_bytes = progress.model_bytes
+        server_state = progress.server_state_bytes
+        if final.success:
+            model_bytes = self.hq.blobs.get(final.model_hash_out)
+            if final.server_state_hash is not None:
+                server_state = self.hq.blobs.get(final.server_state_hash)
+            metrics = self._evaluate(final, plan)
+        state = apply_round(
+            self.config, progress.state, attempts, timing, metrics,
+            self.trainer.primary_metric, self.trainer.higher_is_better,
+        )  # fmt: skip
+        best_bytes = progress.best_bytes
+        if state.best_model_hash == final.model_hash_out and final.success:
+            best_bytes = model_bytes
+        return Progress(state, model_bytes, best_bytes, server_state, progress.source)
+
+    def _evaluate(self, final: RoundResult, plan: RoundPlan) -> dict[str, float]:
+        health = read_site_health(
+            self.hq.client, self.hq.keys, self.hq.monitor, plan.thresholds, plan.sites, self.hooks
+        )
+        sites = select_sites(health, plan.trainer, plan.sites).selected
+        evaluation = evaluate_model(
+            self.hq, final.ref, sites, plan.trainer, final.model_hash_out,
+            timeout_s=min(EVALUATION_TIMEOUT_S, plan.deadline_s),
+        )  # fmt: skip
+        if evaluation.missing:
+            logger.warning(
+                "%s: evaluation missing from %s", final.ref,
+                "; ".join(f"{s}: {r}" for s, r in sorted(evaluation.missing.items())),
+            )  # fmt: skip
+        return evaluation.metrics
+
+    def _run_attempt(
+        self, progress: Progress, plan: RoundPlan, ref: RoundRef, excluded_sites: set[str]
+    ) -> RoundResult:
+        record = self.hq.rounds.load(ref)
+        if record is not None:
+            return self._resume(record, plan)
+        selection: Selection = choose_sites(
+            self.hq, self.config, progress.state, plan, self.hooks, excluded_sites
+        )
+        return run_round(self.hq, plan, ref, progress.state.global_model_hash, selection)
+
+    def _resume(self, record: RoundRecord, plan: RoundPlan) -> RoundResult:
+        """Carry on with a round a previous coordinator dispatched."""
+        ref = record.spec.ref
+        logger.info("%s: found in state %s, resuming it", ref, record.state.value)
+        if record.state is RoundState.OPEN:
+            return collect_round(self.hq, record.spec, plan, time.monotonic())
+        if record.state is RoundState.CLOSING:
+            try:
+                closure = await_closure(self.hq, ref, timeout_s=30.0)
+            except RoundStateError:
+                closure = finish_closing(self.hq, ref, set())
+        else:
+            closure = await_closure(self.hq, ref, timeout_s=1.0)
+        return result_from_closure(self.hq, record.spec, closure, 0.0)

@@ -1,0 +1,121 @@
+"""``plantfed campaign run`` and ``plantfed campaign status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from coordinator.campaign import CampaignRunner, RoundReport
+from coordinator.config import CampaignConfig, load_campaign_config
+from coordinator.context import Hq
+from coordinator.manager import ParallelExecutionManager
+from coordinator.persistence import load_progress
+from coordinator.stats import build_report
+from coordinator.summary import CampaignSummary, summarize
+from plantfed.errors import NotEnoughSitesError
+from plantfed.settings import Settings
+from worker.trainers.registry import get_trainer
+
+#: Longest wait for the campaign's minimum number of sites before the first round.
+READY_TIMEOUT_S = 60.0
+
+
+def campaign_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run or resume a campaign; exit 0 when it ran, 1 when it ended by a failure limit."""
+    config = load_campaign_config(args.campaign_file)
+    hq = Hq.connect(settings, listen=True)
+    try:
+        _wait_for_sites(hq, config)
+        runner = CampaignRunner(hq, config, on_round=print_round)
+        summary = runner.run(max_rounds=args.max_rounds, wait_lock_s=args.wait_lock or 0.0)
+    finally:
+        hq.close()
+    print(describe_summary(summary))
+    if args.summary:
+        write_json(args.summary, summary.to_json())
+    return 1 if summary.stopped_reason and summary.stopped_reason.startswith("failure") else 0
+
+
+def _wait_for_sites(hq: Hq, config: CampaignConfig) -> None:
+    manager = ParallelExecutionManager(hq, min_datasites=config.min_sites)
+    readiness = manager.wait_for_datasites_ready(
+        timeout_s=READY_TIMEOUT_S, expected=config.sites or None
+    )
+    if not readiness.ready:
+        raise NotEnoughSitesError(f"campaign {config.id}: {readiness.describe()}")
+
+
+def campaign_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a campaign's progress, statistics and recommendations."""
+    config = load_campaign_config(args.campaign_file)
+    hq = Hq.connect(settings)
+    try:
+        progress = load_progress(hq, config)
+        holder = hq.client.get(hq.keys.campaign_lock(config.id))
+    finally:
+        hq.close()
+    if progress is None:
+        print(f"campaign {config.id}: not started (no state in Redis or {config.checkpoint_dir})")
+        return 0
+    state = progress.state
+    report = build_report(state.stats, state.reliability, config)
+    summary = summarize(config, state, get_trainer(config.trainer), elapsed_s=0.0)
+    if args.json:
+        data = {
+            "summary": summary.to_json(),
+            "report": report.to_json(),
+            "running_by": holder.decode() if holder else None,
+            "source": progress.source,
+        }
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    running = f"running by {holder.decode()}" if holder else "no coordinator running"
+    print(f"campaign {config.id}: round {state.next_round} of {config.rounds}, {running}")
+    print(describe_summary(summary))
+    print(report.describe())
+    return 0
+
+
+def print_round(report: RoundReport) -> None:
+    """Print one line per finished round."""
+    result = report.result
+    metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(report.metrics.items())[:4])
+    failed = (
+        f" failed: {','.join(sorted(result.failed_datasites))}" if result.failed_datasites else ""
+    )
+    print(
+        f"round {report.index}: {'ok' if result.success else 'FAILED'} "
+        f"{len(result.completed_datasites)} sites in {result.execution_time_s:.2f} s "
+        f"({result.status}){failed} {metrics}",
+        flush=True,
+    )
+
+
+def describe_summary(summary: CampaignSummary) -> str:
+    """Return the summary as a few plain-text lines."""
+    best = (
+        f"{summary.best_metric:.4f} at round {summary.best_round}" if summary.best_metric else "-"
+    )
+    final = ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary.final_metrics.items()))
+    lines = [
+        f"campaign {summary.campaign_id}: {summary.rounds_run} of {summary.rounds_planned} rounds "
+        f"({summary.rounds_completed} completed, {summary.rounds_failed} failed) "
+        f"in {summary.elapsed_s:.1f} s",
+        f"participations {summary.total_participations}, datasite failures "
+        f"{summary.datasite_failures}, adaptive waits {summary.adaptive_waits}, "
+        f"retries {summary.retries}",
+        f"best {summary.primary_metric} {best}; final {final or '-'}",
+    ]
+    if summary.stopped_reason:
+        lines.append(f"stopped: {summary.stopped_reason}")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    temp.replace(path)
+    print(f"summary written to {path}", file=sys.stderr)

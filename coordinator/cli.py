@@ -1,0 +1,194 @@
+"""The ``plantfed`` command: plant and HQ workers, site health, campaigns and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from plantfed.errors import PlantfedError
+from plantfed.logs import configure_logging
+from plantfed.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration_s(text: str) -> float:
+    """Parse ``90``, ``90s``, ``15m``, ``2h`` or ``1d`` into seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use a number with an optional unit s, m, h or d (e.g. 2h)"
+        )
+    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broker", metavar="URL", help="Redis URL of the broker (overrides settings)"
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="settings file ([plantfed] table)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of every ``plantfed`` subcommand."""
+    parser = argparse.ArgumentParser(prog="plantfed", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run a plant worker serving site.<site_id>")
+    _add_connection_options(worker)
+    worker.add_argument(
+        "--site",
+        action="append",
+        required=True,
+        dest="sites",
+        metavar="SITE_ID",
+        help="datasite id; repeat to serve several sites from one process",
+    )
+    worker.add_argument("--data", type=Path, metavar="PATH", help="the plant's local data")
+    worker.add_argument(
+        "--trainer",
+        action="append",
+        dest="trainers",
+        metavar="NAME",
+        help="trainer offered by this plant; repeatable (default ai4i-mlp)",
+    )
+    worker.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        dest="plugins",
+        metavar="MODULE",
+        help="module to import at start, which registers extra trainers",
+    )
+    worker.add_argument("--concurrency", type=int, default=1, help="pool processes (default 1)")
+    worker.add_argument("--hostname", help="host part of the worker name (default: this host)")
+
+    hq = commands.add_parser("hq-worker", help="run the HQ worker that closes rounds")
+    _add_connection_options(hq)
+    hq.add_argument("--concurrency", type=int, default=2, help="pool processes (default 2)")
+    hq.add_argument("--hostname", help="host part of the worker name (default: this host)")
+
+    sites = commands.add_parser("sites", help="show site health, drain or undrain a site")
+    _add_connection_options(sites)
+    sites.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    site_commands = sites.add_subparsers(dest="site_command")
+    drain = site_commands.add_parser("drain", help="take a site out of rounds for maintenance")
+    drain.add_argument("site")
+    drain.add_argument(
+        "--for",
+        dest="for_s",
+        type=parse_duration_s,
+        metavar="DURATION",
+        help="drain for this long (e.g. 30m, 2h); default until undrained",
+    )
+    drain.add_argument("--reason", default="maintenance", help="shown to operators")
+    undrain = site_commands.add_parser("undrain", help="return a drained site to service")
+    undrain.add_argument("site")
+    wait = site_commands.add_parser("wait", help="wait until enough sites are ready")
+    wait.add_argument("--min", dest="min_sites", type=int, default=2, help="sites needed")
+    wait.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        type=parse_duration_s,
+        default=60.0,
+        help="maximum wait (default 60s)",
+    )
+    wait.add_argument(
+        "--site",
+        action="append",
+        dest="expected",
+        metavar="SITE_ID",
+        help="site to wait for; repeatable (default: any)",
+    )
+
+    campaign = commands.add_parser("campaign", help="run a campaign or show its status")
+    campaign_commands = campaign.add_subparsers(dest="campaign_command", required=True)
+    run = campaign_commands.add_parser("run", help="run (or resume) the campaign in CONFIG")
+    _add_connection_options(run)
+    run.add_argument("campaign_file", type=Path, metavar="CONFIG")
+    run.add_argument("--max-rounds", type=int, help="run at most this many rounds, then exit")
+    run.add_argument(
+        "--wait-lock",
+        type=parse_duration_s,
+        metavar="DURATION",
+        help="wait this long for another coordinator to release the campaign",
+    )
+    run.add_argument("--summary", type=Path, metavar="PATH", help="write a JSON summary here")
+    status = campaign_commands.add_parser("status", help="print progress and statistics")
+    _add_connection_options(status)
+    status.add_argument("campaign_file", type=Path, metavar="CONFIG")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    demo = commands.add_parser("demo", help="run a whole federation on this machine")
+    _add_connection_options(demo)
+    demo.add_argument(
+        "--data",
+        type=Path,
+        metavar="CSV",
+        help="AI4I 2020 CSV; without it a synthetic file of the same shape is used",
+    )
+    demo.add_argument("--sites", type=int, default=3, help="plants (default 3; 3 splits by type)")
+    demo.add_argument("--rounds", type=int, default=10, help="rounds (default 10)")
+    demo.add_argument("--summary", type=Path, metavar="PATH", help="write a JSON summary here")
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="keep data splits, logs and checkpoints here (default: temporary)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``plantfed`` command and return its exit status."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return _run(args)
+    except PlantfedError as exc:
+        print(f"plantfed: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("plantfed: interrupted", file=sys.stderr)
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    return settings.with_broker(args.broker) if args.broker else settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "worker":
+        from coordinator.commands import run_worker
+
+        return run_worker(_settings(args), args)
+    if args.command == "hq-worker":
+        from coordinator.commands import run_hq_worker
+
+        return run_hq_worker(_settings(args), args)
+    if args.command == "sites":
+        from coordinator.commands import run_sites
+
+        return run_sites(_settings(args), args)
+    if args.command == "campaign":
+        from coordinator.commands import run_campaign_command
+
+        return run_campaign_command(_settings(args), args)
+    from coordinator.demo import run_demo
+
+    return run_demo(_settings(args), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Waiting for a round's outcomes, reacting to each event as it arrives.
+
+The wait blocks on the round's event list in Redis, so a completion wakes it at
+once; between events it re-judges the health of the sites still out every
+``check_interval_s``, which is how a dead or frozen worker is noticed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import redis
+
+from coordinator.context import Hq
+from coordinator.health import HealthThresholds, Verdict, read_site_health
+from coordinator.waiting import CloseReason, WaitPolicy, WaitSnapshot
+from plantfed.messages import OutcomeStatus, SiteOutcome
+from plantfed.roundstore import RecordResult, RoundSpec, RoundState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    """How waiting ended: the coordinator's reason to close, or that someone else closed."""
+
+    reason: CloseReason | None
+    lost: frozenset[str]
+    record_missing: bool = False
+
+
+def wait_for_round(
+    hq: Hq,
+    spec: RoundSpec,
+    policy: WaitPolicy,
+    thresholds: HealthThresholds,
+    check_interval_s: float = 0.25,
+) -> WaitResult:
+    """Wait until the policy says close, or the round is closed by the chord body."""
+    ref = spec.ref
+    sites = frozenset(spec.sites)
+    task_ids = dict(hq.rounds.task_ids(ref))
+    quorum_at_s: float | None = None
+    lost: frozenset[str] = frozenset()
+    while True:
+        try:
+            state = hq.rounds.state(ref)
+            if state is None:
+                logger.error("%s: round record vanished from Redis (restart without data?)", ref)
+                return WaitResult(None, lost, record_missing=True)
+            if state is not RoundState.OPEN:
+                return WaitResult(None, lost)
+            outcomes = hq.rounds.outcomes(ref)
+            _record_reported_failures(hq, spec, task_ids, outcomes)
+            lost = _lost_sites(hq, sites - set(outcomes), thresholds)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.time() >= spec.deadline_unix_s + 60.0:
+                raise
+            logger.warning("%s: Redis unreachable while waiting, retrying: %s", ref, exc)
+            time.sleep(0.5)
+            continue
+        completed = frozenset(s for s, o in outcomes.items() if o.completed)
+        if quorum_at_s is None and len(completed) >= policy.min_completed:
+            quorum_at_s = time.time()
+        snapshot = WaitSnapshot(
+            sites=sites,
+            completed=completed,
+            failed=frozenset(outcomes) - completed,
+            lost=lost,
+            now_s=time.time(),
+            deadline_s=spec.deadline_unix_s,
+            quorum_reached_at_s=quorum_at_s,
+        )
+        reason = policy.decide(snapshot)
+        if reason is not None:
+            return WaitResult(reason, lost)
+        hq.rounds.next_event(ref, timeout_s=check_interval_s)
+
+
+def _lost_sites(hq: Hq, outstanding: set[str], thresholds: HealthThresholds) -> frozenset[str]:
+    if not outstanding:
+        return frozenset()
+    health = read_site_health(hq.client, hq.keys, hq.monitor, thresholds, site_ids=outstanding)
+    return frozenset(s for s, h in health.items() if h.verdict is Verdict.LOST)
+
+
+def _record_reported_failures(
+    hq: Hq, spec: RoundSpec, task_ids: dict[str, str], outcomes: dict[str, SiteOutcome]
+) -> None:
+    """Record, on a site's behalf, a failure its worker reported but the task never could.
+
+    A pool process killed by the hard time limit, or by a signal, never returns; the
+    worker's main process reports the task as failed on the event stream instead.
+    """
+    if hq.monitor is None:
+        return
+    for site_id, task_id in task_ids.items():
+        if site_id in outcomes:
+            continue
+        failure = hq.monitor.task_failure(task_id)
+        if failure is None:
+            continue
+        status = OutcomeStatus.TIMED_OUT if "TimeLimit" in failure else OutcomeStatus.FAILED
+        outcome = SiteOutcome(
+            campaign_id=spec.campaign_id,
+            round_index=spec.index,
+            attempt=spec.attempt,
+            site_id=site_id,
+            status=status,
+            error=f"worker reported: {failure}",
+        )
+        if hq.rounds.record_outcome(outcome, hq.settings.update_ttl_s) is RecordResult.RECORDED:
+            logger.warning("%s site %s: %s", spec.ref, site_id, outcome.error)
+            outcomes[site_id] = outcome

@@ -1,0 +1,69 @@
+"""The Celery application shared by plant workers, the HQ worker and the coordinator.
+
+The app object exists at import so that task modules can register on it; it is
+configured from ``Settings`` by ``configure_app`` at each entry point.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from plantfed.errors import ConfigError
+from plantfed.messages import CLOSE_ROUND_TASK
+from plantfed.settings import Settings
+
+app = Celery("plantfed")
+
+
+def configure_app(settings: Settings) -> Celery:
+    """Apply ``settings`` to the shared app and return it.
+
+    Raises
+    ------
+    ConfigError
+        When no broker URL is configured, or the timeouts are inconsistent.
+    """
+    settings.validate()
+    if not settings.broker_url:
+        raise ConfigError(
+            "no broker configured: set PLANTFED_BROKER_URL (for example "
+            "redis://127.0.0.1:6379/0) or broker_url in the [plantfed] table of the settings file"
+        )
+    transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.backend_url,
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
+        result_expires=int(settings.result_expires_s),
+        result_backend_always_retry=True,
+        result_backend_max_retries=20,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_default_queue=settings.hq_queue,
+        task_routes={CLOSE_ROUND_TASK: {"queue": settings.hq_queue}},
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        enable_utc=True,
+    )
+    app.conf.plantfed_settings = settings
+    return app
+
+
+def app_settings() -> Settings:
+    """Return the settings the app was configured with."""
+    settings = app.conf.get("plantfed_settings")
+    if not isinstance(settings, Settings):
+        raise ConfigError("the Celery app is not configured; call configure_app() first")
+    return settings
