@@ -34,6 +34,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from coordinator.aggregation import (
+    DEFAULT_MAX_NORM_Z,
+    PARAMETER_DEFAULTS,
+    StrategyConfig,
+    StrategyName,
+)
 from coordinator.tuning import PRESETS, NetworkPreset, TimingProfile
 from plantfed.errors import ConfigError
 
@@ -43,18 +49,6 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TrainerParamValue = int | float | str | bool
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=StrEnum)
-
-
-class StrategyName(StrEnum):
-    """Aggregation strategies a campaign can ask for."""
-
-    FEDAVG = "fedavg"
-    FEDPROX = "fedprox"
-    FEDADAM = "fedadam"
-    FEDYOGI = "fedyogi"
-    FEDADAGRAD = "fedadagrad"
-    MEDIAN = "median"
-    TRIMMED_MEAN = "trimmed-mean"
 
 
 @dataclass(frozen=True)
@@ -73,20 +67,6 @@ class RoundConfig:
     max_sites_per_round: int | None = None
     max_concurrency: int | None = None
     priority_after_rounds: int = 3
-
-
-@dataclass(frozen=True)
-class StrategyConfig:
-    """Aggregation strategy and its parameters; ``None`` marks a parameter it does not use."""
-
-    name: StrategyName = StrategyName.FEDAVG
-    clip_norm: float | None = None
-    proximal_mu: float | None = None
-    server_learning_rate: float | None = None
-    beta1: float | None = None
-    beta2: float | None = None
-    tau: float | None = None
-    trim_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,16 +123,19 @@ class CampaignConfig:
     keep_checkpoints: int = 3
 
 
-#: Strategy parameters each strategy accepts, with their defaults.
-STRATEGY_PARAMS: dict[StrategyName, dict[str, float | None]] = {
-    StrategyName.FEDAVG: {},
-    StrategyName.FEDPROX: {"proximal_mu": 0.01},
-    StrategyName.FEDADAM: {"server_learning_rate": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9},
-    StrategyName.FEDYOGI: {"server_learning_rate": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9},
-    StrategyName.FEDADAGRAD: {"server_learning_rate": 0.1, "tau": 1e-9},
-    StrategyName.MEDIAN: {},
-    StrategyName.TRIMMED_MEAN: {"trim_fraction": 0.1},
+#: Strategy parameters each strategy accepts, besides the guards every strategy takes.
+STRATEGY_PARAMS: dict[StrategyName, tuple[str, ...]] = {
+    StrategyName.FEDAVG: (),
+    StrategyName.FEDPROX: ("proximal_mu",),
+    StrategyName.FEDADAM: ("server_learning_rate", "beta1", "beta2", "tau"),
+    StrategyName.FEDYOGI: ("server_learning_rate", "beta1", "beta2", "tau"),
+    StrategyName.FEDADAGRAD: ("server_learning_rate", "tau"),
+    StrategyName.MEDIAN: (),
+    StrategyName.TRIMMED_MEAN: ("trim_fraction",),
 }
+
+#: Guard parameters every strategy accepts.
+GUARD_PARAMS = ("clip_norm", "max_norm_z")
 
 _TOP_KEYS = (
     "id",
@@ -401,10 +384,11 @@ def _read_strategy(section: _Section) -> StrategyConfig:
     section.reject_unknown(("name", "params"))
     name = section.choice("name", StrategyName, StrategyName.FEDAVG)
     params_section = section.table("params")
-    accepted = {"clip_norm": None, **STRATEGY_PARAMS[name]}
+    accepted = (*GUARD_PARAMS, *STRATEGY_PARAMS[name])
     params_section.reject_unknown(accepted, context=f"for strategy {name.value!r}")
-    values: dict[str, Any] = dict(accepted)
-    for key, default in accepted.items():
+    values: dict[str, Any] = {}
+    for key in STRATEGY_PARAMS[name]:
+        default = PARAMETER_DEFAULTS[key]
         if key == "trim_fraction":
             values[key] = params_section.number(
                 key, default, low=0.0, high=0.5, high_inclusive=False
@@ -415,7 +399,17 @@ def _read_strategy(section: _Section) -> StrategyConfig:
             )
         else:
             values[key] = params_section.number(key, default, low=0.0)
-    return replace(StrategyConfig(name=name), **values)
+    if "max_norm_z" in params_section:
+        values["max_norm_z"] = params_section.number("max_norm_z", DEFAULT_MAX_NORM_Z, low=0.0)
+    if params_section.get("clip_norm", None) == "auto":
+        values["clip_norm"] = "auto"
+    elif "clip_norm" in params_section:
+        values["clip_norm"] = params_section.number("clip_norm", 1.0, low=0.0)
+    try:
+        return StrategyConfig(name=name, **values)
+    except ConfigError as exc:
+        section.problem("params", values, str(exc))
+        return StrategyConfig(name=name)
 
 
 def _read_early_stopping(section: _Section) -> EarlyStoppingConfig:

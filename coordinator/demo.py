@@ -25,10 +25,8 @@ from coordinator.campaign import CampaignRunner, RoundReport
 from coordinator.campaign_cli import describe_summary, write_json
 from coordinator.config import campaign_config_from_dict
 from coordinator.context import Hq
-from coordinator.manager import ParallelExecutionManager
-from coordinator.processes import ChildProcess, hq_worker_argv, plant_worker_argv, stop_all
-from plantfed.errors import NotEnoughSitesError, PlantfedError
-from plantfed.redis_server import RedisServer
+from coordinator.localfed import LocalFederation, PlantSpec
+from plantfed.errors import PlantfedError
 from plantfed.settings import Settings
 from worker.splits import AI4I_HEADER, split_ai4i_by_type, write_synthetic_ai4i
 
@@ -36,9 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: Rows of the synthetic file used when no ``--data`` is given (the real file has 10,000).
 SYNTHETIC_ROWS = 10_000
-
-#: Longest wait for the workers to start and report ready.
-STARTUP_TIMEOUT_S = 90.0
 
 _TABLE = "{:>5}  {:>9}  {:>7}  {:<16}  {:>6}  {:>9}  {:>6}  {:>8}"
 
@@ -51,8 +46,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     with _workdir(args.workdir) as workdir:
         data_files, source = prepare_data(args.data, args.sites, workdir / "data")
         print(source, flush=True)
-        with _broker(settings) as broker_settings:
-            return _run_federation(broker_settings, args, workdir, data_files, source)
+        return _run_federation(settings, args, workdir, data_files, source)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -70,20 +64,6 @@ def _workdir(path: Path | None) -> Iterator[Path]:
         yield temp
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _broker(settings: Settings) -> Iterator[Settings]:
-    if settings.broker_url:
-        print(f"broker: {settings.broker_url} (configured)", flush=True)
-        yield settings
-        return
-    server = RedisServer().start()
-    print(f"broker: embedded redis-server on {server.url} (pid {server.pid})", flush=True)
-    try:
-        yield settings.with_broker(server.url)
-    finally:
-        server.close()
 
 
 def prepare_data(data: Path | None, sites: int, out_dir: Path) -> tuple[dict[str, Path], str]:
@@ -133,42 +113,32 @@ def _run_federation(
     data_files: dict[str, Path],
     source: str,
 ) -> int:
-    assert settings.broker_url is not None
-    logs = workdir / "logs"
-    logs.mkdir(exist_ok=True)
-    children = [ChildProcess("hq-worker", hq_worker_argv(settings.broker_url), logs / "hq.log")]
-    for site_id, path in data_files.items():
-        argv = plant_worker_argv([site_id], path, ["ai4i-mlp"], settings.broker_url)
-        children.append(ChildProcess(f"plant {site_id}", argv, logs / f"{site_id}.log"))
-    hq: Hq | None = None
+    plants = [PlantSpec((site_id,), path) for site_id, path in data_files.items()]
+    federation = LocalFederation(settings, plants, log_dir=workdir / "logs")
+    started = time.monotonic()
     try:
-        for child in children:
-            child.start()
-        hq = Hq.connect(settings, listen=True)
-        _wait_ready(hq, children, sorted(data_files))
-        return _run_campaign(hq, args, workdir, data_files, source)
+        federation.start()
+        _print_broker(federation)
+        print(f"{len(plants)} plants ready in {time.monotonic() - started:.1f} s", flush=True)
+        assert federation.hq is not None
+        return _run_campaign(federation.hq, args, workdir, data_files, source)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping workers", file=sys.stderr)
         return 130
     finally:
-        if hq is not None:
-            hq.close()
-        stop_all(children)
-        print(f"stopped {len(children)} workers; logs were in {logs}", file=sys.stderr)
+        count = len(federation.children)
+        federation.stop()
+        print(f"stopped {count} workers; logs were in {workdir / 'logs'}", file=sys.stderr)
 
 
-def _wait_ready(hq: Hq, children: list[ChildProcess], sites: list[str]) -> None:
-    manager = ParallelExecutionManager(hq, min_datasites=len(sites))
-    started = time.monotonic()
-    while time.monotonic() - started < STARTUP_TIMEOUT_S:
-        dead = [child.name for child in children if not child.alive()]
-        if dead:
-            raise PlantfedError(f"worker exited during start-up: {', '.join(dead)} (see its log)")
-        readiness = manager.wait_for_datasites_ready(timeout_s=1.0, expected=sites)
-        if readiness.ready:
-            print(f"{len(sites)} plants ready in {time.monotonic() - started:.1f} s", flush=True)
-            return
-    raise NotEnoughSitesError(readiness.describe())
+def _print_broker(federation: LocalFederation) -> None:
+    if federation.redis is not None:
+        print(
+            f"broker: embedded redis-server on {federation.redis.url} (pid {federation.redis.pid})",
+            flush=True,
+        )
+    else:
+        print(f"broker: {federation.broker_url} (configured)", flush=True)
 
 
 def _run_campaign(

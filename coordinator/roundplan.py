@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from coordinator.checkpoint import CampaignState
-from coordinator.config import CampaignConfig, StrategyConfig
+from coordinator.config import CampaignConfig
 from coordinator.context import Hq
 from coordinator.health import HealthHook, HealthThresholds, read_site_health
 from coordinator.rounds import RoundPlan
@@ -20,17 +20,6 @@ logger = logging.getLogger(__name__)
 
 #: Response times of this many recent rounds feed the learned deadline.
 HISTORY_ROUNDS = 10
-
-
-def strategy_json(strategy: StrategyConfig) -> dict[str, Any]:
-    """Return the strategy as the JSON the round record and the closer read."""
-    values: dict[str, Any] = {"name": strategy.name.value}
-    for name in ("clip_norm", "proximal_mu", "server_learning_rate", "beta1", "beta2", "tau",
-                 "trim_fraction"):  # fmt: skip
-        value = getattr(strategy, name)
-        if value is not None:
-            values[name] = value
-    return values
 
 
 def recent_response_times_s(state: CampaignState) -> list[float]:
@@ -55,7 +44,7 @@ def plan_round(
     plan = RoundPlan(
         trainer=config.trainer,
         params=params,
-        strategy=strategy_json(config.strategy),
+        strategy=config.strategy.to_json(),
         min_sites=config.min_sites,
         deadline_s=min(timing.deadline_s, settings.max_round_s),
         grace_s=timing.grace_s,

@@ -1,7 +1,9 @@
-"""The Celery application shared by plant workers, the HQ worker and the coordinator.
+"""The Celery application of plant workers, the HQ worker and the coordinator.
 
-The app object exists at import so that task modules can register on it; it is
-configured from ``Settings`` by ``configure_app`` at each entry point.
+Each entry point builds its app from ``Settings`` with ``configure_app``; task
+modules declare their tasks with ``shared_task``, so they attach to whichever
+app the process made. A process that is configured twice (tests, benchmarks)
+gets a fresh app with fresh connection pools, not a stale one.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from plantfed.errors import ConfigError
 from plantfed.messages import CLOSE_ROUND_TASK
 from plantfed.settings import Settings
 
-app = Celery("plantfed")
-
 
 def configure_app(settings: Settings) -> Celery:
-    """Apply ``settings`` to the shared app and return it.
+    """Build the Celery app for ``settings``, make it the current app and return it.
 
     Raises
     ------
@@ -30,6 +30,7 @@ def configure_app(settings: Settings) -> Celery:
             "redis://127.0.0.1:6379/0) or broker_url in the [plantfed] table of the settings file"
         )
     transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+    app = Celery("plantfed", set_as_current=True)
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.backend_url,
@@ -58,11 +59,12 @@ def configure_app(settings: Settings) -> Celery:
         enable_utc=True,
     )
     app.conf.plantfed_settings = settings
+    app.set_default()
     return app
 
 
-def app_settings() -> Settings:
-    """Return the settings the app was configured with."""
+def app_settings(app: Celery) -> Settings:
+    """Return the settings ``app`` was configured with."""
     settings = app.conf.get("plantfed_settings")
     if not isinstance(settings, Settings):
         raise ConfigError("the Celery app is not configured; call configure_app() first")

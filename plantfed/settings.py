@@ -70,6 +70,15 @@ class Settings:
         """Return a copy that uses ``url`` as broker and result backend."""
         return replace(self, broker_url=url, result_backend=self.result_backend or url)
 
+    def to_env(self) -> dict[str, str]:
+        """Return the ``PLANTFED_*`` variables that reproduce these settings in a child process."""
+        env = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                env["PLANTFED_" + field.name.upper()] = str(value)
+        return env
+
     def validate(self) -> None:
         """Raise ``ConfigError`` when timeouts could redeliver or forget a running round."""
         problems: list[str] = []

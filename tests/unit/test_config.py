@@ -13,6 +13,7 @@ from coordinator.config import (
     campaign_config_from_dict,
     load_campaign_config,
 )
+from coordinator.aggregation import PARAMETER_DEFAULTS
 from coordinator.tuning import PRESETS, NetworkPreset
 from plantfed.errors import ConfigError
 
@@ -98,7 +99,7 @@ def test_small_max_deadline_pulls_preset_values_down() -> None:
 def test_strategy_defaults_filled() -> None:
     config = campaign_config_from_dict(minimal(strategy={"name": "fedadam"}))
 
-    assert config.strategy.server_learning_rate == 0.1
+    assert config.strategy.server_learning_rate == PARAMETER_DEFAULTS["server_learning_rate"]
     assert config.strategy.beta1 == 0.9
     assert config.strategy.trim_fraction is None
 

@@ -1,0 +1,83 @@
+"""Sample-weighted federated averaging (FedAvg, and FedProx on the server side).
+
+FedAvg (McMahan et al., "Communication-Efficient Learning of Deep Networks from
+Decentralized Data", 2017) moves the global model by the mean of the sites'
+deltas, each weighted by its sample count. FedProx (Li et al., "Federated
+Optimization in Heterogeneous Networks", 2020) changes only local training,
+which adds a proximal term; its server step is this same mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from coordinator.aggregation.delta import Float64Array
+from coordinator.aggregation.interface import AggregateResult, UpdateSource
+from coordinator.aggregation.names import StrategyName
+from coordinator.aggregation.screening import GuardConfig
+from coordinator.aggregation.streaming import merge_mean_delta
+from plantfed.modelio import Array, Weights
+
+
+@dataclass(frozen=True)
+class FedAvg:
+    """Sample-weighted mean of the deltas, streamed one update at a time.
+
+    Peak memory is a few model sizes whatever the number of updates (see
+    ``coordinator.aggregation.streaming``). ``name`` is ``fedprox`` when the
+    campaign trains with a proximal term, so results and logs name what ran.
+    """
+
+    name: StrategyName = StrategyName.FEDAVG
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    streaming: bool = field(default=True, init=False)
+
+    def aggregate(
+        self,
+        global_weights: Mapping[str, Array],
+        updates: Iterable[UpdateSource],
+        state: Mapping[str, Array] | None = None,
+    ) -> AggregateResult:
+        """Merge the updates into the next global model.
+
+        Parameters
+        ----------
+        global_weights
+            The round's global model.
+        updates
+            The round's updates; iterated once, or twice when the guards need every
+            norm first.
+        state
+            Ignored: FedAvg keeps no state between rounds.
+
+        Returns
+        -------
+        AggregateResult
+            The new model ``global + sum(n_k * delta_k) / sum(n_k)`` over included sites.
+        """
+        merged = merge_mean_delta(global_weights, updates, self.guard)
+        weights = dict(global_weights)
+        if merged.delta is not None:
+            weights = apply_delta(global_weights, merged.delta)
+        return AggregateResult(
+            weights=weights,
+            included=merged.included,
+            rejected=merged.rejected,
+            delta_norms=merged.delta_norms,
+            total_samples=merged.total_samples,
+        )
+
+
+def apply_delta(global_weights: Mapping[str, Array], delta: dict[str, Float64Array]) -> Weights:
+    """Return ``global + delta``, summed in float64 and cast to each parameter's dtype.
+
+    The float64 sum is written into ``delta``, which saves a model-sized temporary.
+    """
+    weights: Weights = {}
+    for name, g in global_weights.items():
+        np.add(delta[name], g, out=delta[name])
+        weights[name] = delta[name].astype(g.dtype)
+    return weights
