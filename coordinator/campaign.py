@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from coordinator.checkpoint import CampaignState
-from coordinator.closing import finish_closing
+from coordinator.closing import RoundClosure, finish_closing
 from coordinator.config import CampaignConfig
 from coordinator.context import Hq
 from coordinator.evaluation import evaluate_model
@@ -42,6 +42,9 @@ from plantfed.roundstore import RoundRecord, RoundState
 from worker.trainers.registry import get_trainer
 
 logger = logging.getLogger(__name__)
+
+#: Seconds after which a round still in state closing is taken over by a resuming coordinator.
+CLOSING_STALE_S = 15.0
 
 #: Longest wait for the sites' evaluation of a new global model.
 EVALUATION_TIMEOUT_S = 30.0
@@ -201,6 +204,22 @@ class CampaignRunner:
         )
         return run_round(self.hq, plan, ref, progress.state.global_model_hash, selection)
 
+    def _await_or_take_over(self, record: RoundRecord) -> RoundClosure:
+        """Wait for the closer of a round in state closing; finish its work if it died.
+
+        Closing takes seconds, so a round still closing ``CLOSING_STALE_S`` after
+        its gate was passed lost its closer, and merging again is safe because
+        the merge is deterministic.
+        """
+        ref = record.spec.ref
+        since_s = time.time() - (record.closing_unix_s or 0.0)
+        try:
+            return await_closure(self.hq, ref, timeout_s=max(0.5, CLOSING_STALE_S - since_s))
+        except RoundStateError:
+            logger.warning("%s: closer %s died while closing; finishing its work", ref,
+                           record.closed_by)  # fmt: skip
+            return finish_closing(self.hq, ref, set())
+
     def _resume(self, record: RoundRecord, plan: RoundPlan) -> RoundResult:
         """Carry on with a round a previous coordinator dispatched."""
         ref = record.spec.ref
@@ -208,10 +227,7 @@ class CampaignRunner:
         if record.state is RoundState.OPEN:
             return collect_round(self.hq, record.spec, plan, time.monotonic())
         if record.state is RoundState.CLOSING:
-            try:
-                closure = await_closure(self.hq, ref, timeout_s=30.0)
-            except RoundStateError:
-                closure = finish_closing(self.hq, ref, set())
+            closure = self._await_or_take_over(record)
         else:
             closure = await_closure(self.hq, ref, timeout_s=1.0)
         return result_from_closure(self.hq, record.spec, closure, 0.0)

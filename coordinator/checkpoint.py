@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.reliability import ExecutionStats, SiteReliability
+from plantfed.crashpoints import crash_point
 from plantfed.errors import CheckpointError
 from plantfed.modelio import content_hash
 
@@ -270,6 +271,7 @@ def write_checkpoint(
     temp_dir = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=campaign_dir))
     for name, data in files.items():
         _write_synced(temp_dir / name, data)
+        crash_point("checkpoint-writing")
     _fsync_dir(temp_dir)
 
     final_dir = campaign_dir / checkpoint_name(state.next_round)

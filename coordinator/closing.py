@@ -17,6 +17,7 @@ from typing import Any
 
 from coordinator.aggregation import StrategyConfig, UpdateSource, make_strategy
 from coordinator.context import Hq
+from plantfed.crashpoints import crash_point
 from plantfed.errors import RoundStateError
 from plantfed.keys import RoundRef
 from plantfed.messages import OutcomeStatus, SiteOutcome
@@ -59,6 +60,7 @@ def close_round(
         logger.debug("%s: %s lost the close gate", ref, closer)
         return None
     logger.info("%s: closing (%s) by %s", ref, reason, closer)
+    crash_point("round-closing")
     return finish_closing(hq, ref, set(lost))
 
 

@@ -20,6 +20,7 @@ from coordinator.dispatch import TaskLimits, send_round
 from coordinator.health import HealthHook, HealthThresholds, read_site_health
 from coordinator.selection import Selection, select_sites
 from coordinator.waiting import WaitPolicy
+from plantfed.crashpoints import crash_point
 from plantfed.errors import RoundStateError
 from plantfed.keys import RoundRef
 from plantfed.messages import SiteOutcome
@@ -144,13 +145,34 @@ def run_round(
         "%s: opened with %d sites (%s), deadline %.1f s, grace %.1f s",
         ref, len(spec.sites), ",".join(spec.sites), plan.deadline_s, plan.grace_s,
     )  # fmt: skip
-    limits = TaskLimits(plan.soft_limit_s, plan.hard_limit_s, expires_s=plan.deadline_s)
-    send_round(hq, spec, limits)
+    crash_point("round-opened")
+    dispatch_round(hq, spec, plan)
+    crash_point("round-dispatched")
     return collect_round(hq, spec, plan, started)
 
 
+def dispatch_round(hq: Hq, spec: RoundSpec, plan: RoundPlan) -> None:
+    """Send the round's chord and record that it was sent."""
+    remaining_s = max(1.0, spec.deadline_unix_s - time.time())
+    extra_s = remaining_s - plan.deadline_s
+    limits = TaskLimits(
+        soft_time_limit_s=max(1.0, plan.soft_limit_s + extra_s),
+        time_limit_s=max(2.0, plan.hard_limit_s + extra_s),
+        expires_s=remaining_s,
+    )
+    send_round(hq, spec, limits)
+    hq.rounds.mark_dispatched(spec.ref)
+
+
 def collect_round(hq: Hq, spec: RoundSpec, plan: RoundPlan, started: float) -> RoundResult:
-    """Wait for an open round, close it, and return its result."""
+    """Wait for an open round, close it, and return its result.
+
+    A round opened by a coordinator that died before sending its tasks is
+    dispatched now; one whose tasks were sent is only waited for.
+    """
+    if not hq.rounds.dispatched(spec.ref):
+        logger.warning("%s: open but never dispatched; dispatching it now", spec.ref)
+        dispatch_round(hq, spec, plan)
     policy = WaitPolicy(min_completed=spec.min_completed, grace_s=spec.grace_s)
     waited = wait_for_round(hq, spec, policy, plan.thresholds, plan.check_interval_s)
     if waited.record_missing:

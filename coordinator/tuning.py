@@ -75,8 +75,8 @@ class TimingProfile:
 # measurements; the adaptive deadline replaces the defaults after a few rounds.
 PRESETS: dict[NetworkPreset, TimingProfile] = {
     NetworkPreset.PLANT_LAN: TimingProfile(
-        heartbeat_interval_s=2.0,
-        lost_after_s=10.0,
+        heartbeat_interval_s=1.0,
+        lost_after_s=4.0,
         health_check_interval_s=1.0,
         default_deadline_s=120.0,
         min_deadline_s=10.0,
@@ -93,8 +93,8 @@ PRESETS: dict[NetworkPreset, TimingProfile] = {
         min_history_samples=5,
     ),
     NetworkPreset.WAN: TimingProfile(
-        heartbeat_interval_s=5.0,
-        lost_after_s=30.0,
+        heartbeat_interval_s=2.0,
+        lost_after_s=10.0,
         health_check_interval_s=2.0,
         default_deadline_s=300.0,
         min_deadline_s=30.0,
@@ -111,8 +111,8 @@ PRESETS: dict[NetworkPreset, TimingProfile] = {
         min_history_samples=5,
     ),
     NetworkPreset.CELLULAR_EDGE: TimingProfile(
-        heartbeat_interval_s=15.0,
-        lost_after_s=90.0,
+        heartbeat_interval_s=5.0,
+        lost_after_s=30.0,
         health_check_interval_s=5.0,
         default_deadline_s=900.0,
         min_deadline_s=120.0,

@@ -142,6 +142,14 @@ class RoundStore:
         """Remember which Celery task runs each site, so the closer can revoke it."""
         self._client.hset(self._keys.round(ref), "task_ids", json.dumps(task_ids))
 
+    def mark_dispatched(self, ref: RoundRef) -> None:
+        """Record that every training task of the round was handed to the broker."""
+        self._client.hset(self._keys.round(ref), "dispatched_unix_s", repr(time.time()))
+
+    def dispatched(self, ref: RoundRef) -> bool:
+        """Return whether the round's tasks were handed to the broker."""
+        return bool(self._client.hexists(self._keys.round(ref), "dispatched_unix_s"))
+
     def task_ids(self, ref: RoundRef) -> dict[str, str]:
         raw = self._client.hget(self._keys.round(ref), "task_ids")
         return cast(dict[str, str], json.loads(raw)) if raw else {}
