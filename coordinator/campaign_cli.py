@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import cast
 
 from coordinator.campaign import CampaignRunner, RoundReport
 from coordinator.config import CampaignConfig, load_campaign_config
@@ -53,7 +54,7 @@ def campaign_status(settings: Settings, args: argparse.Namespace) -> int:
     hq = Hq.connect(settings)
     try:
         progress = load_progress(hq, config)
-        holder = hq.client.get(hq.keys.campaign_lock(config.id))
+        holder = cast(bytes | None, hq.client.get(hq.keys.campaign_lock(config.id)))
     finally:
         hq.close()
     if progress is None:

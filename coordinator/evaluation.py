@@ -16,6 +16,7 @@ from typing import cast
 from coordinator.context import Hq
 from plantfed.keys import RoundRef
 from plantfed.messages import EVALUATE_TASK, EvaluateRequest, EvaluationOutcome, site_queue
+from worker.trainers.base import Trainer
 from worker.trainers.registry import get_trainer
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def _collect(
 
 
 def _pool(
-    trainer: object,
+    trainer: Trainer,
     model_hash: str,
     site_ids: Sequence[str],
     outcomes: dict[str, EvaluationOutcome],

@@ -170,14 +170,14 @@ class RoundStore:
         )
 
     def state(self, ref: RoundRef) -> RoundState | None:
-        raw = self._client.hget(self._keys.round(ref), "state")
+        raw = cast(bytes | None, self._client.hget(self._keys.round(ref), "state"))
         return RoundState(raw.decode()) if raw else None
 
     def record_outcome(self, outcome: SiteOutcome, ttl_s: float) -> RecordResult:
         """Store ``outcome`` in its round if the round is open and the site belongs to it."""
         ref = RoundRef(outcome.campaign_id, outcome.round_index, outcome.attempt)
         keys = [self._keys.round(ref), self._keys.outcomes(ref), self._keys.events(ref)]
-        args = [outcome.site_id, outcome.dumps(), max(1, int(ttl_s * 1000))]
+        args: list[str | int] = [outcome.site_id, outcome.dumps(), max(1, int(ttl_s * 1000))]
         return RecordResult(int(self._record_outcome(keys=keys, args=args)))
 
     def outcomes(self, ref: RoundRef) -> dict[str, SiteOutcome]:
