@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -11,25 +12,26 @@ from typing import cast
 from coordinator.campaign import CampaignRunner, RoundReport
 from coordinator.config import CampaignConfig, load_campaign_config
 from coordinator.context import Hq
+from coordinator.health import HealthHook
 from coordinator.manager import ParallelExecutionManager
 from coordinator.persistence import load_progress
 from coordinator.stats import build_report
 from coordinator.summary import CampaignSummary, summarize
-from plantfed.errors import NotEnoughSitesError
+from plantfed.errors import ConfigError, NotEnoughSitesError
 from plantfed.settings import Settings
 from worker.trainers.registry import get_trainer
-
-#: Longest wait for the campaign's minimum number of sites before the first round.
-READY_TIMEOUT_S = 60.0
 
 
 def campaign_run(settings: Settings, args: argparse.Namespace) -> int:
     """Run or resume a campaign; exit 0 when it ran, 1 when it ended by a failure limit."""
+    for module in args.plugins:
+        importlib.import_module(module)
+    hooks = [load_hook(spec) for spec in args.health_hooks]
     config = load_campaign_config(args.campaign_file)
     hq = Hq.connect(settings, listen=True)
     try:
-        _wait_for_sites(hq, config)
-        runner = CampaignRunner(hq, config, on_round=print_round)
+        _wait_for_sites(hq, config, args.ready_timeout)
+        runner = CampaignRunner(hq, config, hooks=hooks, on_round=print_round)
         summary = runner.run(max_rounds=args.max_rounds, wait_lock_s=args.wait_lock or 0.0)
     finally:
         hq.close()
@@ -39,11 +41,23 @@ def campaign_run(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if summary.stopped_reason and summary.stopped_reason.startswith("failure") else 0
 
 
-def _wait_for_sites(hq: Hq, config: CampaignConfig) -> None:
+def load_hook(spec: str) -> HealthHook:
+    """Import the health hook named ``module:function``."""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise ConfigError(f"invalid health hook {spec!r}: expected MODULE:FUNCTION")
+    try:
+        hook = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"health hook {spec!r} cannot be loaded: {exc}") from exc
+    if not callable(hook):
+        raise ConfigError(f"health hook {spec!r} is not callable")
+    return cast(HealthHook, hook)
+
+
+def _wait_for_sites(hq: Hq, config: CampaignConfig, timeout_s: float) -> None:
     manager = ParallelExecutionManager(hq, min_datasites=config.min_sites)
-    readiness = manager.wait_for_datasites_ready(
-        timeout_s=READY_TIMEOUT_S, expected=config.sites or None
-    )
+    readiness = manager.wait_for_datasites_ready(timeout_s=timeout_s, expected=config.sites or None)
     if not readiness.ready:
         raise NotEnoughSitesError(f"campaign {config.id}: {readiness.describe()}")
 

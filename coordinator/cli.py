@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,6 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for another coordinator to release the campaign",
     )
     run.add_argument("--summary", type=Path, metavar="PATH", help="write a JSON summary here")
+    run.add_argument(
+        "--ready-timeout",
+        type=parse_duration_s,
+        default=60.0,
+        metavar="DURATION",
+        help="maximum wait for min_sites ready sites before the first round (60s)",
+    )
+    run.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        dest="plugins",
+        metavar="MODULE",
+        help="module to import first, which registers extra trainers",
+    )
+    run.add_argument(
+        "--health-hook",
+        action="append",
+        default=[],
+        dest="health_hooks",
+        metavar="MODULE:FUNCTION",
+        help="function(site_health) returning a reason to keep a site out, or None",
+    )
     status = campaign_commands.add_parser("status", help="print progress and statistics")
     _add_connection_options(status)
     status.add_argument("campaign_file", type=Path, metavar="CONFIG")
@@ -150,9 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``plantfed`` command and return its exit status."""
+    """Run the ``plantfed`` command and return its exit status.
+
+    SIGTERM is handled like Ctrl-C, so a service manager stopping the
+    coordinator lets it release its campaign lock and stop its children.
+    Worker subcommands install Celery's own handlers, which replace this one.
+    """
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _run(args)
     except PlantfedError as exc:
@@ -161,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("plantfed: interrupted", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _settings(args: argparse.Namespace) -> Settings:

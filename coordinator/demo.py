@@ -13,7 +13,6 @@ import contextlib
 import csv
 import logging
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -42,15 +41,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when every round completed."""
     if args.sites < 2:
         raise PlantfedError(f"--sites must be at least 2 for a federation, found {args.sites}")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     with _workdir(args.workdir) as workdir:
         data_files, source = prepare_data(args.data, args.sites, workdir / "data")
         print(source, flush=True)
         return _run_federation(settings, args, workdir, data_files, source)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
