@@ -122,7 +122,8 @@ def _run_federation(
     finally:
         count = len(federation.children)
         federation.stop()
-        print(f"stopped {count} workers; logs were in {workdir / 'logs'}", file=sys.stderr)
+        kept = f"; logs are in {workdir / 'logs'}" if args.workdir else ""
+        print(f"stopped {count} workers{kept}", file=sys.stderr)
 
 
 def _print_broker(federation: LocalFederation) -> None:
@@ -151,7 +152,8 @@ def _run_campaign(
     )
     print(_TABLE.format("round", "completed", "time_s", "closed", "f1", "precision", "recall",
                         "accuracy"), flush=True)  # fmt: skip
-    runner = CampaignRunner(hq, config, on_round=_print_row)
+    progress = RoundProgress(args.rounds, sys.stdout.isatty())
+    runner = CampaignRunner(hq, config, on_round=progress.finished)
     summary = runner.run()
     print(describe_summary(summary), flush=True)
     all_completed = (
@@ -170,19 +172,43 @@ def _run_campaign(
     return 0 if summary.rounds_completed == args.rounds else 1
 
 
-def _print_row(report: RoundReport) -> None:
+class RoundProgress:
+    """Prints one table row per round, and a progress bar between rows on a terminal."""
+
+    def __init__(self, rounds: int, terminal: bool) -> None:
+        self.rounds = rounds
+        self.terminal = terminal
+        self.started = time.monotonic()
+        self._show_bar(0)
+
+    def finished(self, report: RoundReport) -> None:
+        if self.terminal:
+            print("\r\033[K", end="")
+        print(format_row(report), flush=True)
+        self._show_bar(report.index + 1)
+
+    def _show_bar(self, done: int) -> None:
+        if not self.terminal or done >= self.rounds:
+            return
+        width = 30
+        filled = width * done // self.rounds
+        elapsed_s = time.monotonic() - self.started
+        bar = "#" * filled + "." * (width - filled)
+        print(f"[{bar}] round {done + 1}/{self.rounds} running, {elapsed_s:.1f} s", end="",
+              flush=True)  # fmt: skip
+
+
+def format_row(report: RoundReport) -> str:
+    """Return the table row of one finished round."""
     result = report.result
     m = report.metrics
-    print(
-        _TABLE.format(
-            report.index,
-            f"{len(result.completed_datasites)}/{result.participants}",
-            f"{result.execution_time_s:.2f}",
-            result.status,
-            f"{m.get('f1', float('nan')):.4f}",
-            f"{m.get('precision', float('nan')):.4f}",
-            f"{m.get('recall', float('nan')):.4f}",
-            f"{m.get('accuracy', float('nan')):.4f}",
-        ),
-        flush=True,
+    return _TABLE.format(
+        report.index,
+        f"{len(result.completed_datasites)}/{result.participants}",
+        f"{result.execution_time_s:.2f}",
+        result.status,
+        f"{m.get('f1', float('nan')):.4f}",
+        f"{m.get('precision', float('nan')):.4f}",
+        f"{m.get('recall', float('nan')):.4f}",
+        f"{m.get('accuracy', float('nan')):.4f}",
     )
