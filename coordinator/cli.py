@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from coordinator.processes import die_with_parent
 from plantfed.errors import PlantfedError
 from plantfed.logs import configure_logging
 from plantfed.settings import Settings, load_settings
@@ -176,13 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``plantfed`` command and return its exit status.
 
-    SIGTERM is handled like Ctrl-C, so a service manager stopping the
-    coordinator lets it release its campaign lock and stop its children.
+    SIGTERM and SIGHUP are handled like Ctrl-C, so a service manager stopping
+    the coordinator, or a closed terminal, lets it release its campaign lock and
+    stop its children.
     Worker subcommands install Celery's own handlers, which replace this one.
     """
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         return _run(args)
     except PlantfedError as exc:

@@ -6,6 +6,7 @@ the prefork pool processes it started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -16,6 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+#: Set in a child's environment to the pid of the process that must outlive it.
+PARENT_PID_ENV = "PLANTFED_PARENT_PID"
+
+#: Linux prctl option that delivers a signal to a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -34,7 +41,7 @@ class ChildProcess:
         return self.process.pid
 
     def start(self) -> ChildProcess:
-        environment = {**os.environ, **self.env}
+        environment = {**os.environ, **self.env, PARENT_PID_ENV: str(os.getpid())}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
@@ -65,12 +72,29 @@ class ChildProcess:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 logger.warning("%s did not stop in %.0f s, killing it", self.name, timeout_s)
-        try:
+        # Pool processes left behind by a worker that exited still hold its group.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout_s)
         logger.info("Stopped %s, pid %d", self.name, self.pid)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this process when the process that started it dies.
+
+    Child workers of the demo, tests and benchmarks call this at start, so a
+    parent killed with SIGKILL leaves no worker behind. It does nothing when the
+    process was not started by ``ChildProcess`` or the platform is not Linux.
+    """
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def plantfed_command(*args: str) -> list[str]:
