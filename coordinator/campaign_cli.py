@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import cast
 
 from coordinator.campaign import CampaignRunner, RoundReport
+from coordinator.checkpoint import CampaignState
 from coordinator.config import CampaignConfig, load_campaign_config
 from coordinator.context import Hq
 from coordinator.health import HealthHook
@@ -81,6 +82,7 @@ def campaign_status(settings: Settings, args: argparse.Namespace) -> int:
         data = {
             "summary": summary.to_json(),
             "report": report.to_json(),
+            "quarantine": dict(state.quarantine),
             "running_by": holder.decode() if holder else None,
             "source": progress.source,
         }
@@ -90,7 +92,24 @@ def campaign_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"campaign {config.id}: round {state.next_round} of {config.rounds}, {running}")
     print(describe_summary(summary))
     print(report.describe())
+    for line in describe_quarantine(state):
+        print(line)
     return 0
+
+
+def describe_quarantine(state: CampaignState) -> list[str]:
+    """One line per quarantined site: until when, and the last reason it was rejected."""
+    lines = []
+    for site, until in sorted(state.quarantine.items()):
+        if until <= state.next_round:
+            continue
+        rel = state.reliability.get(site)
+        reason = rel.last_failure_reason if rel else None
+        lines.append(
+            f"quarantined: {site} until round {until}, after repeated rejected updates"
+            f" (last: {reason or 'unknown'})"
+        )
+    return lines
 
 
 def print_round(report: RoundReport) -> None:
