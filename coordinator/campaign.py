@@ -46,13 +46,13 @@ logger = logging.getLogger(__name__)
 #: Seconds after which a round still in state closing is taken over by a resuming coordinator.
 CLOSING_STALE_S = 15.0
 
-#: Longest wait for the sites' evaluation of a new global model.
+#: Maximum wait for the sites' evaluation of a new global model.
 EVALUATION_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
 class RoundReport:
-    """What the runner tells its observer after each round."""
+    """Progress report passed to the observer after each round."""
 
     index: int
     result: RoundResult

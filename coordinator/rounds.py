@@ -34,7 +34,7 @@ NOT_STARTED = "not_started"
 #: Status of a round whose record Redis lost while it ran.
 RECORD_LOST = "record_lost"
 
-#: Longest wait for another closer (the chord body) to finish closing a round.
+#: Maximum wait for another closer (the chord body) to finish closing a round.
 CLOSE_TIMEOUT_S = 60.0
 
 
@@ -76,7 +76,7 @@ class RoundPlan:
 
 @dataclass(frozen=True)
 class RoundResult:
-    """What a round did, in the operators' vocabulary."""
+    """Outcome of one round, in the operators' vocabulary."""
 
     ref: RoundRef
     success: bool

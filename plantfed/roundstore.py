@@ -30,7 +30,7 @@ class RoundState(StrEnum):
 
 
 class RecordResult(Enum):
-    """What happened to an outcome offered to a round."""
+    """Result of offering an outcome to a round."""
 
     RECORDED = 1
     ROUND_CLOSED = 0
@@ -73,7 +73,7 @@ return 1
 
 @dataclass(frozen=True)
 class RoundSpec:
-    """What a round was opened with; never changes once written."""
+    """Parameters of a round, written when it opens and never changed."""
 
     campaign_id: str
     index: int

@@ -35,7 +35,7 @@ class Settings:
     hq_queue
         Queue served by the HQ worker, which runs the round-closing task.
     max_round_s
-        Longest round deadline any campaign may ask for.
+        Maximum round deadline any campaign may request.
     visibility_timeout_s
         Redis transport visibility timeout; must exceed ``max_round_s``.
     result_expires_s
