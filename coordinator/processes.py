@@ -63,11 +63,16 @@ class ChildProcess:
             os.killpg(self.pid, sig)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Warm shutdown (SIGTERM); SIGKILL to the group when it does not exit in time."""
+        """Warm shutdown, then SIGKILL to the group when it does not exit in time.
+
+        SIGTERM goes to the main process only: a Celery worker then finishes its
+        running task and stops its pool, which a SIGTERM to each pool process
+        would cut short.
+        """
         if self.process is None:
             return
         if self.alive():
-            self.signal_group(signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -128,10 +133,18 @@ def hq_worker_argv(broker_url: str, extra: Sequence[str] = ()) -> list[str]:
     return plantfed_command("hq-worker", "--broker", broker_url, *extra)
 
 
-def stop_all(children: Sequence[ChildProcess]) -> None:
-    """Stop children in reverse start order, continuing past any failure."""
+def stop_all(children: Sequence[ChildProcess], timeout_s: float = 15.0) -> None:
+    """Stop children together: SIGTERM to every group first, then wait for each.
+
+    Warm shutdowns run in parallel, so stopping N workers takes about as long
+    as stopping the slowest one. A child that fails to stop does not keep the
+    others running.
+    """
+    for child in children:
+        if child.process is not None and child.alive():
+            child.process.send_signal(signal.SIGTERM)
     for child in reversed(children):
         try:
-            child.stop()
+            child.stop(timeout_s)
         except Exception as exc:  # keep stopping the rest
             logger.error("Could not stop %s: %s", child.name, exc)
