@@ -157,10 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a whole federation on this machine")
     _add_connection_options(demo)
     demo.add_argument(
+        "--workload",
+        choices=["ai4i", "cmapss"],
+        default="ai4i",
+        help="ai4i: failure classification on AI4I 2020 (default); "
+        "cmapss: remaining useful life on C-MAPSS FD001",
+    )
+    demo.add_argument(
         "--data",
         type=Path,
-        metavar="CSV",
-        help="AI4I 2020 CSV; without it a synthetic file of the same shape is used",
+        metavar="PATH",
+        help="AI4I 2020 CSV (without it a synthetic file of the same shape is used), "
+        "or the C-MAPSS folder with --workload cmapss",
     )
     demo.add_argument("--sites", type=int, default=3, help="plants (default 3; 3 splits by type)")
     demo.add_argument("--rounds", type=int, default=10, help="rounds (default 10)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import logging
 import shutil
 import sys
@@ -24,27 +23,30 @@ from coordinator.campaign import CampaignRunner, RoundReport
 from coordinator.campaign_cli import describe_summary, write_json
 from coordinator.config import campaign_config_from_dict
 from coordinator.context import Hq
+from coordinator.demo_data import WORKLOADS, Workload, prepare_data
 from coordinator.localfed import LocalFederation, PlantSpec
 from plantfed.errors import PlantfedError
+from plantfed.modelio import decode_weights
 from plantfed.settings import Settings
-from worker.splits import AI4I_HEADER, split_ai4i_by_type, write_synthetic_ai4i
+from worker.trainers.cmapss import official_test_rmse
 
 logger = logging.getLogger(__name__)
 
 #: Rows of the synthetic file used when no ``--data`` is given (the real file has 10,000).
 SYNTHETIC_ROWS = 10_000
 
-_TABLE = "{:>5}  {:>9}  {:>7}  {:<16}  {:>6}  {:>9}  {:>6}  {:>8}"
+_ROW = "{:>5}  {:>9}  {:>7}  {:<18}"
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when every round completed."""
     if args.sites < 2:
         raise PlantfedError(f"--sites must be at least 2 for a federation, found {args.sites}")
+    workload = WORKLOADS[args.workload]
     with _workdir(args.workdir) as workdir:
-        data_files, source = prepare_data(args.data, args.sites, workdir / "data")
+        data_files, source = prepare_data(workload, args.data, args.sites, workdir / "data")
         print(source, flush=True)
-        return _run_federation(settings, args, workdir, data_files, source)
+        return _run_federation(settings, args, workload, workdir, data_files, source)
 
 
 @contextlib.contextmanager
@@ -60,54 +62,18 @@ def _workdir(path: Path | None) -> Iterator[Path]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def prepare_data(data: Path | None, sites: int, out_dir: Path) -> tuple[dict[str, Path], str]:
-    """Write one CSV per plant and return them with a sentence on where the data came from."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if data is None:
-        source_file = out_dir / "synthetic-ai4i.csv"
-        write_synthetic_ai4i(source_file, SYNTHETIC_ROWS, seed=7)
-        source = (
-            f"data: no --data given, so {SYNTHETIC_ROWS} synthetic rows in the AI4I 2020 format "
-            "generated from the dataset's documented failure rules (not real measurements); "
-            "pass --data ai4i2020.csv for the real data"
-        )
-    else:
-        source_file = data
-        source = f"data: {data}"
-    if not source_file.is_file():
-        raise PlantfedError(f"data file not found: {source_file}")
-    if sites == 3:
-        files = split_ai4i_by_type(source_file, out_dir)
-        return files, f"{source}, split by product type L/M/H into 3 plants"
-    return split_rows(
-        source_file, out_dir, sites
-    ), f"{source}, split row by row into {sites} plants"
-
-
-def split_rows(csv_path: Path, out_dir: Path, sites: int) -> dict[str, Path]:
-    """Deal the rows of an AI4I file to ``sites`` plants in turn."""
-    files = {f"plant-{i + 1}": out_dir / f"plant-{i + 1}.csv" for i in range(sites)}
-    with contextlib.ExitStack() as stack:
-        writers = []
-        for path in files.values():
-            writer = csv.writer(stack.enter_context(path.open("w", newline="", encoding="utf-8")))
-            writer.writerow(AI4I_HEADER)
-            writers.append(writer)
-        reader = csv.reader(stack.enter_context(csv_path.open(newline="", encoding="utf-8-sig")))
-        next(reader, None)
-        for index, row in enumerate(reader):
-            writers[index % sites].writerow(row)
-    return files
-
-
 def _run_federation(
     settings: Settings,
     args: argparse.Namespace,
+    workload: Workload,
     workdir: Path,
     data_files: dict[str, Path],
     source: str,
 ) -> int:
-    plants = [PlantSpec((site_id,), path) for site_id, path in data_files.items()]
+    plants = [
+        PlantSpec((site_id,), path, trainers=(workload.trainer,))
+        for site_id, path in data_files.items()
+    ]
     federation = LocalFederation(settings, plants, log_dir=workdir / "logs")
     started = time.monotonic()
     try:
@@ -115,7 +81,7 @@ def _run_federation(
         _print_broker(federation)
         print(f"{len(plants)} plants ready in {time.monotonic() - started:.1f} s", flush=True)
         assert federation.hq is not None
-        return _run_campaign(federation.hq, args, workdir, data_files, source)
+        return _run_campaign(federation.hq, args, workload, workdir, data_files, source)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping workers", file=sys.stderr)
         return 130
@@ -137,7 +103,12 @@ def _print_broker(federation: LocalFederation) -> None:
 
 
 def _run_campaign(
-    hq: Hq, args: argparse.Namespace, workdir: Path, data_files: dict[str, Path], source: str
+    hq: Hq,
+    args: argparse.Namespace,
+    workload: Workload,
+    workdir: Path,
+    data_files: dict[str, Path],
+    source: str,
 ) -> int:
     config = campaign_config_from_dict(
         {
@@ -146,16 +117,16 @@ def _run_campaign(
             "sites": sorted(data_files),
             "min_sites": 2,
             "checkpoint_dir": str(workdir / "checkpoints"),
-            "trainer": {"name": "ai4i-mlp"},
+            "trainer": {"name": workload.trainer},
             "round": {"preset": "plant-lan"},
         }
     )
-    print(_TABLE.format("round", "completed", "time_s", "closed", "f1", "precision", "recall",
-                        "accuracy"), flush=True)  # fmt: skip
-    progress = RoundProgress(args.rounds, sys.stdout.isatty())
+    progress = RoundProgress(args.rounds, workload.metric_columns, sys.stdout.isatty())
+    print(progress.header(), flush=True)
     runner = CampaignRunner(hq, config, on_round=progress.finished)
     summary = runner.run()
     print(describe_summary(summary), flush=True)
+    extra = _official_test_score(hq, workload, args.data, summary.global_model_hash)
     all_completed = (
         all(len(r["completed_sites"]) == len(data_files) for r in summary.rounds)
         and summary.rounds_completed == args.rounds
@@ -163,29 +134,59 @@ def _run_campaign(
     if args.summary:
         data: dict[str, Any] = summary.to_json()
         data.update(
+            workload=workload.name,
             data_source=source,
             sites=sorted(data_files),
-            federated_f1=summary.final_metrics.get("f1"),
             all_rounds_completed_by_all_sites=all_completed,
         )
+        for metric in workload.metric_columns[:1]:
+            data[f"federated_{metric}"] = summary.final_metrics.get(metric)
+        data.update(extra)
         write_json(args.summary, data)
     return 0 if summary.rounds_completed == args.rounds else 1
+
+
+def _official_test_score(
+    hq: Hq, workload: Workload, data: Path | None, model_hash: str
+) -> dict[str, float]:
+    """Score the final C-MAPSS model on the official test set, when the folder has it."""
+    if workload.name != "cmapss" or data is None or not (data / "RUL_FD001.txt").is_file():
+        return {}
+    weights = decode_weights(hq.blobs.get(model_hash))
+    rmse = official_test_rmse(weights, data)
+    print(f"official FD001 test set: RMSE {rmse:.2f} cycles over its 100 engines", flush=True)
+    return {"official_test_rmse": rmse}
 
 
 class RoundProgress:
     """Prints one table row per round, and a progress bar between rows on a terminal."""
 
-    def __init__(self, rounds: int, terminal: bool) -> None:
+    def __init__(self, rounds: int, metrics: tuple[str, ...], terminal: bool) -> None:
         self.rounds = rounds
+        self.metrics = metrics
         self.terminal = terminal
         self.started = time.monotonic()
-        self._show_bar(0)
+
+    def header(self) -> str:
+        """Return the table header, and start the progress bar."""
+        line = _ROW.format("round", "completed", "time_s", "closed") + "".join(
+            f"  {name:>9}" for name in self.metrics
+        )
+        return line
 
     def finished(self, report: RoundReport) -> None:
         if self.terminal:
             print("\r\033[K", end="")
-        print(format_row(report), flush=True)
+        print(self.format_row(report), flush=True)
         self._show_bar(report.index + 1)
+
+    def format_row(self, report: RoundReport) -> str:
+        """Return the table row of one finished round."""
+        result = report.result
+        completed = f"{len(result.completed_datasites)}/{result.participants}"
+        row = _ROW.format(report.index, completed, f"{result.execution_time_s:.2f}", result.status)
+        nan = float("nan")
+        return row + "".join(f"  {report.metrics.get(name, nan):>9.4f}" for name in self.metrics)
 
     def _show_bar(self, done: int) -> None:
         if not self.terminal or done >= self.rounds:
@@ -196,19 +197,3 @@ class RoundProgress:
         bar = "#" * filled + "." * (width - filled)
         print(f"[{bar}] round {done + 1}/{self.rounds} running, {elapsed_s:.1f} s", end="",
               flush=True)  # fmt: skip
-
-
-def format_row(report: RoundReport) -> str:
-    """Return the table row of one finished round."""
-    result = report.result
-    m = report.metrics
-    return _TABLE.format(
-        report.index,
-        f"{len(result.completed_datasites)}/{result.participants}",
-        f"{result.execution_time_s:.2f}",
-        result.status,
-        f"{m.get('f1', float('nan')):.4f}",
-        f"{m.get('precision', float('nan')):.4f}",
-        f"{m.get('recall', float('nan')):.4f}",
-        f"{m.get('accuracy', float('nan')):.4f}",
-    )
