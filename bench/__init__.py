@@ -1,0 +1,1 @@
+"""Benchmarks: each prints the product's figure beside a reference measured in the same run."""

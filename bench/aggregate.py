@@ -1,0 +1,287 @@
+"""Aggregation: merge time and peak memory for N updates of P float32 parameters.
+
+Beside each merge, the same process times one numpy pass over the same bytes: each
+update loaded exactly as the strategy loads it, then ``np.add`` into a
+preallocated float32 accumulator.
+
+Updates are made on the fly. Eight updates (the global model plus noise of
+slightly different scales) are generated once from fixed seeds, before any
+timing. Update ``i`` is a fresh copy of pool entry ``i % 8``, made inside its
+loader when the strategy calls it, so at most the updates a strategy holds
+exist at once and 1000 updates of 4 MB never need 4 GB. That copy is the
+generation cost, and the numpy pass pays it too, through the same loaders. A
+merge that keeps loaded updates alive therefore shows up in its peak memory.
+
+Each case runs in its own subprocess. Its peak memory is the growth of the
+process's maximum resident set size (``ru_maxrss``) over its size just before
+the first merge, so the pool and the global model are not counted. Merge and
+numpy pass are both warmed up on 10 updates first, untimed, and alternate their
+order across repeats.
+
+Strategies: ``fedavg`` (the default guards: validation and the delta-norm outlier
+test, which costs a first pass over all updates), ``fedavg-unscreened``
+(``max_norm_z=None``: validation only, one pass), and the order-statistic
+strategies ``median`` and ``trimmed-mean``, which keep every update in memory
+and are measured at small N only.
+
+Run from the repository root::
+
+    python -m bench.aggregate            # N = 10, 100, 1000; P = 1,000,000
+    python -m bench.aggregate --quick    # N = 10, 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.support import add_common_options, configure_bench_logging, emit, format_table
+from coordinator.aggregation import StrategyConfig, StrategyName, UpdateSource, make_strategy
+from plantfed.modelio import Weights
+
+#: Distinct updates generated before timing; update i copies entry i % POOL_SIZE.
+POOL_SIZE = 8
+
+#: Noise scale of pool entry k is NOISE_SCALE * (1 + 0.05 k), so delta norms differ a little.
+NOISE_SCALE = 0.01
+
+#: Updates merged once, untimed, before a case is measured.
+WARM_UP_UPDATES = 10
+
+#: Strategy configurations by the name the tables use.
+STRATEGIES: dict[str, StrategyConfig] = {
+    "fedavg": StrategyConfig(),
+    "fedavg-unscreened": StrategyConfig(max_norm_z=None),
+    "median": StrategyConfig(name=StrategyName.MEDIAN),
+    "trimmed-mean": StrategyConfig(name=StrategyName.TRIMMED_MEAN, trim_fraction=0.1),
+}
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Figures of one (updates, params, strategy) case."""
+
+    updates: int
+    params: int
+    strategy: str
+    merge_s: float
+    numpy_pass_s: float
+    speed_ratio: float
+    peak_mib: float
+    model_mib: float
+    included: int
+    max_abs_error: float
+    repeats: int
+
+
+def parameter_shapes(params: int) -> dict[str, tuple[int, ...]]:
+    """Split ``params`` parameters into two weight matrices and a bias, like a small MLP."""
+    bias = min(1000, params // 10)
+    first = (params - bias) // 2
+    columns = 500 if first >= 500 else 1
+    first -= first % columns
+    second = params - bias - first
+    return {
+        "layer1.weight": (first // columns, columns),
+        "layer2.weight": (second,),
+        "bias": (bias,),
+    }
+
+
+def build_pool(params: int) -> tuple[Weights, list[Weights]]:
+    """Return the global model and ``POOL_SIZE`` updates, each deterministic by its seed."""
+    shapes = parameter_shapes(params)
+    rng = np.random.default_rng(0)
+    global_weights = {n: rng.standard_normal(s, dtype=np.float32) for n, s in shapes.items()}
+    pool = []
+    for k in range(POOL_SIZE):
+        rng = np.random.default_rng(1000 + k)
+        scale = np.float32(NOISE_SCALE * (1 + 0.05 * k))
+        pool.append(
+            {n: g + scale * rng.standard_normal(g.shape, dtype=np.float32)
+             for n, g in global_weights.items()}
+        )  # fmt: skip
+    for update in pool:
+        for array in update.values():
+            array.setflags(write=False)
+    return global_weights, pool
+
+
+def samples_of(index: int) -> int:
+    """Return the sample count of update ``index`` (unequal, so the weighted path runs)."""
+    return 100 + 10 * (index % 5)
+
+
+def make_sources(pool: Sequence[Weights], updates: int) -> list[UpdateSource]:
+    """Return ``updates`` sources whose loaders copy their pool entry when called."""
+
+    def loader(entry: Weights) -> Callable[[], Weights]:
+        return lambda: {name: array.copy() for name, array in entry.items()}
+
+    return [
+        UpdateSource(f"site-{i:04d}", samples_of(i), loader(pool[i % len(pool)]))
+        for i in range(updates)
+    ]
+
+
+def numpy_pass(global_weights: Weights, sources: Sequence[UpdateSource]) -> float:
+    """Time one load and ``np.add`` per update into a preallocated accumulator."""
+    accumulator = {n: np.zeros_like(g) for n, g in global_weights.items()}
+    started = time.perf_counter()
+    for source in sources:
+        loaded = source.load()
+        for name, array in loaded.items():
+            np.add(accumulator[name], array, out=accumulator[name])
+        del loaded
+    return time.perf_counter() - started
+
+
+def expected_mean(global_weights: Weights, pool: Sequence[Weights], updates: int) -> Weights:
+    """Return the exact sample-weighted FedAvg result, in float64, for the correctness column."""
+    weight_of_entry = np.zeros(len(pool))
+    for i in range(updates):
+        weight_of_entry[i % len(pool)] += samples_of(i)
+    weight_of_entry /= weight_of_entry.sum()
+    expected: Weights = {}
+    for name, g in global_weights.items():
+        total = np.zeros(g.shape)
+        for weight, entry in zip(weight_of_entry, pool, strict=True):
+            total += weight * entry[name].astype(np.float64)
+        expected[name] = total
+    return expected
+
+
+def run_case(updates: int, params: int, strategy_name: str, repeats: int) -> CaseResult:
+    """Measure one case in this process; call it in a fresh subprocess for a clean peak."""
+    global_weights, pool = build_pool(params)
+    sources = make_sources(pool, updates)
+    strategy = make_strategy(STRATEGIES[strategy_name])
+    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Untimed warm-up of both, so that neither pays for first-touch page faults alone.
+    strategy.aggregate(global_weights, sources[:WARM_UP_UPDATES])
+    numpy_pass(global_weights, sources[:WARM_UP_UPDATES])
+    merge_times: list[float] = []
+    pass_times: list[float] = []
+    result = None
+    for repeat in range(repeats):
+        if repeat % 2 == 1:
+            pass_times.append(numpy_pass(global_weights, sources))
+        started = time.perf_counter()
+        result = strategy.aggregate(global_weights, sources)
+        merge_times.append(time.perf_counter() - started)
+        if repeat % 2 == 0:
+            pass_times.append(numpy_pass(global_weights, sources))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib
+
+    assert result is not None
+    error = float("nan")
+    if strategy_name.startswith("fedavg"):
+        expected = expected_mean(global_weights, pool, updates)
+        error = max(float(np.max(np.abs(result.weights[n] - expected[n]))) for n in expected)
+    merge_s = float(np.median(merge_times))
+    pass_s = float(np.median(pass_times))
+    return CaseResult(
+        updates=updates,
+        params=params,
+        strategy=strategy_name,
+        merge_s=merge_s,
+        numpy_pass_s=pass_s,
+        speed_ratio=pass_s / merge_s,
+        peak_mib=peak_kib / 1024.0,
+        model_mib=4.0 * params / 2**20,
+        included=len(result.included),
+        max_abs_error=error,
+        repeats=repeats,
+    )
+
+
+def run_case_subprocess(updates: int, params: int, strategy: str, repeats: int) -> CaseResult:
+    """Run one case in a fresh interpreter and return its figures."""
+    command = [
+        sys.executable, "-m", "bench.aggregate", "--case",
+        "--updates", str(updates), "--params", str(params),
+        "--strategy", strategy, "--repeats", str(repeats),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"aggregation case {strategy} N={updates} failed ({completed.returncode}): "
+            f"{completed.stderr[-2000:]}"
+        )
+    return CaseResult(**json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
+def plan_cases(args: argparse.Namespace) -> list[tuple[int, str]]:
+    """Return the (updates, strategy) cases to run."""
+    counts = args.updates or ([10, 100] if args.quick else [10, 100, 1000])
+    robust_counts = [n for n in counts if n <= args.max_robust_updates]
+    cases = [(n, s) for s in ("fedavg", "fedavg-unscreened") for n in counts]
+    cases += [(n, s) for s in ("median", "trimmed-mean") for n in robust_counts]
+    return cases
+
+
+def repeats_for(updates: int) -> int:
+    """Return the timed repeats of a case: fewer for larger N."""
+    return 5 if updates <= 10 else 3 if updates <= 100 else 2
+
+
+def print_report(results: Sequence[CaseResult]) -> None:
+    """Print the table of merge and numpy-pass figures."""
+    headers = ["strategy", "updates", "params", "merge_s", "numpy_pass_s", "speed_ratio",
+               "peak_mib", "model_mib", "included", "max_abs_error"]  # fmt: skip
+    rows = [[r.strategy, r.updates, r.params, r.merge_s, r.numpy_pass_s, r.speed_ratio,
+             r.peak_mib, r.model_mib, r.included, r.max_abs_error] for r in results]  # fmt: skip
+    print("Aggregation: merge beside one numpy load-and-add pass over the same updates")
+    print("(speed_ratio = numpy_pass_s / merge_s; peak_mib = growth of max RSS during merges)")
+    print(format_table(headers, rows))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_options(parser)
+    parser.add_argument("--updates", type=int, nargs="+", help="update counts N")
+    parser.add_argument(
+        "--params", type=int, default=1_000_000, help="float32 parameters per update"
+    )
+    parser.add_argument(
+        "--max-robust-updates", type=int, default=10, help="largest N for median and trimmed-mean"
+    )
+    parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", choices=sorted(STRATEGIES), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_bench_logging(args.log_level)
+    if args.case:
+        result = run_case(args.updates[0], args.params, args.strategy, args.repeats)
+        print(json.dumps(asdict(result)), flush=True)
+        return 0
+    results = []
+    for updates, strategy in plan_cases(args):
+        print(f"  {strategy} N={updates} P={args.params}", file=sys.stderr, flush=True)
+        results.append(run_case_subprocess(updates, args.params, strategy, repeats_for(updates)))
+    print_report(results)
+    document: dict[str, Any] = {
+        "benchmark": "aggregate",
+        "target": "fedavg speed_ratio >= 0.5; fedavg peak_mib flat in N",
+        "reference": "per update: the same loader (a copy of a pooled update), then np.add",
+        "results": [asdict(r) for r in results],
+    }
+    emit(document, args.json, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
