@@ -108,8 +108,10 @@ class CampaignRunner:
         if progress is not None:
             logger.info(
                 "Campaign %s: resuming at round %d from %s",
-                self.config.id, progress.state.next_round, progress.source,
-            )  # fmt: skip
+                self.config.id,
+                progress.state.next_round,
+                progress.source,
+            )
             return progress
         model_bytes = encode_weights(self.trainer.initial_weights(self.config.seed))
         digest = self.hq.blobs.put(model_bytes, self.hq.settings.model_ttl_s)
@@ -132,19 +134,28 @@ class CampaignRunner:
         excluded_sites: set[str] = set()
         attempt = 1
         while True:
-            result = self._run_attempt(progress, plan, RoundRef(self.config.id, index, attempt),
-                                       excluded_sites)  # fmt: skip
+            result = self._run_attempt(
+                progress, plan, RoundRef(self.config.id, index, attempt), excluded_sites
+            )
             attempts.append(result)
             if result.success or attempt > self.config.failures.round_retries:
                 break
             excluded_sites |= set(result.failed_datasites)
-            delay_s = retry_delay_s(attempt, self.config.failures.retry_backoff_s,
-                                    self.config.failures.retry_backoff_max_s, self._rng)  # fmt: skip
+            delay_s = retry_delay_s(
+                attempt,
+                self.config.failures.retry_backoff_s,
+                self.config.failures.retry_backoff_max_s,
+                self._rng,
+            )
             logger.warning(
                 "Campaign %s round %d: attempt %d failed (%s); retrying in %.1f s without %s",
-                self.config.id, index, attempt, result.status, delay_s,
+                self.config.id,
+                index,
+                attempt,
+                result.status,
+                delay_s,
                 ",".join(sorted(excluded_sites)) or "no site",
-            )  # fmt: skip
+            )
             time.sleep(delay_s)
             attempt += 1
         progress = self._apply(progress, attempts, timing, plan)
@@ -169,9 +180,14 @@ class CampaignRunner:
                 server_state = self.hq.blobs.get(final.server_state_hash)
             metrics = self._evaluate(final, plan)
         state = apply_round(
-            self.config, progress.state, attempts, timing, metrics,
-            self.trainer.primary_metric, self.trainer.higher_is_better,
-        )  # fmt: skip
+            self.config,
+            progress.state,
+            attempts,
+            timing,
+            metrics,
+            self.trainer.primary_metric,
+            self.trainer.higher_is_better,
+        )
         best_bytes = progress.best_bytes
         if state.best_model_hash == final.model_hash_out and final.success:
             best_bytes = model_bytes
@@ -183,14 +199,19 @@ class CampaignRunner:
         )
         sites = select_sites(health, plan.trainer, plan.sites).selected
         evaluation = evaluate_model(
-            self.hq, final.ref, sites, plan.trainer, final.model_hash_out,
+            self.hq,
+            final.ref,
+            sites,
+            plan.trainer,
+            final.model_hash_out,
             timeout_s=min(EVALUATION_TIMEOUT_S, plan.deadline_s),
-        )  # fmt: skip
+        )
         if evaluation.missing:
             logger.warning(
-                "%s: evaluation missing from %s", final.ref,
+                "%s: evaluation missing from %s",
+                final.ref,
                 "; ".join(f"{s}: {r}" for s, r in sorted(evaluation.missing.items())),
-            )  # fmt: skip
+            )
         return evaluation.metrics
 
     def _run_attempt(
@@ -216,8 +237,9 @@ class CampaignRunner:
         try:
             return await_closure(self.hq, ref, timeout_s=max(0.5, CLOSING_STALE_S - since_s))
         except RoundStateError:
-            logger.warning("%s: closer %s died while closing; finishing its work", ref,
-                           record.closed_by)  # fmt: skip
+            logger.warning(
+                "%s: closer %s died while closing; finishing its work", ref, record.closed_by
+            )
             return finish_closing(self.hq, ref, set())
 
     def _resume(self, record: RoundRecord, plan: RoundPlan) -> RoundResult:

@@ -46,17 +46,24 @@ def run_hq_worker(settings: Settings, args: argparse.Namespace) -> int:
     import coordinator.tasks  # noqa: F401  (registers the chord body on the app)
 
     host = args.hostname or socket.gethostname()
-    app.worker_main([
-        "worker",
-        "--hostname", f"hq@{host}",
-        "--queues", settings.hq_queue,
-        "--pool", "prefork",
-        "--concurrency", str(args.concurrency),
-        "--loglevel", args.log_level,
-        "--task-events",
-        "--without-gossip",
-        "--without-mingle",
-    ])  # fmt: skip
+    app.worker_main(
+        [
+            "worker",
+            "--hostname",
+            f"hq@{host}",
+            "--queues",
+            settings.hq_queue,
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(args.concurrency),
+            "--loglevel",
+            args.log_level,
+            "--task-events",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 

@@ -116,7 +116,7 @@ class CampaignConfig:
     sites: tuple[str, ...] = ()
     min_sites: int = 2
     round: RoundConfig = RoundConfig()
-    strategy: StrategyConfig = StrategyConfig()
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     failures: FailureConfig = FailureConfig()
     checkpoint_dir: Path = Path("checkpoints")

@@ -195,5 +195,6 @@ class RoundProgress:
         filled = width * done // self.rounds
         elapsed_s = time.monotonic() - self.started
         bar = "#" * filled + "." * (width - filled)
-        print(f"[{bar}] round {done + 1}/{self.rounds} running, {elapsed_s:.1f} s", end="",
-              flush=True)  # fmt: skip
+        print(
+            f"[{bar}] round {done + 1}/{self.rounds} running, {elapsed_s:.1f} s", end="", flush=True
+        )

@@ -77,6 +77,9 @@ def send_round(hq: Hq, spec: RoundSpec, limits: TaskLimits) -> dict[str, str]:
     chord(header)(body)
     logger.info(
         "%s: dispatched %d training tasks in %.3f s (soft limit %.1f s)",
-        ref, len(header), time.monotonic() - started, limits.soft_time_limit_s,
-    )  # fmt: skip
+        ref,
+        len(header),
+        time.monotonic() - started,
+        limits.soft_time_limit_s,
+    )
     return task_ids

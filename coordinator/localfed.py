@@ -94,9 +94,13 @@ class LocalFederation:
     def start_plant(self, plant: PlantSpec) -> ChildProcess:
         """Start (or restart) the worker process of ``plant``."""
         argv = plant_worker_argv(
-            plant.site_ids, plant.data_path, plant.trainers, self.broker_url,
-            plugins=plant.plugins, extra=plant.extra_args,
-        )  # fmt: skip
+            plant.site_ids,
+            plant.data_path,
+            plant.trainers,
+            self.broker_url,
+            plugins=plant.plugins,
+            extra=plant.extra_args,
+        )
         child = self._spawn(f"plant {plant.name}", argv, dict(plant.env))
         for site_id in plant.site_ids:
             self.plant_processes[site_id] = child

@@ -81,14 +81,16 @@ class CampaignLock:
         interval_s = self._ttl_ms / 3000
         while not self._stop.wait(interval_s):
             try:
-                if not self._renew(keys=[self._key], args=[self.holder, self._ttl_ms]):
-                    # Redis lost the key (a restart without data): take it back if free.
-                    if not self._client.set(self._key, self.holder, px=self._ttl_ms, nx=True):
-                        logger.error(
-                            "Campaign %s: lock now held by %s",
-                            self._campaign_id,
-                            self.current_holder(),
-                        )
+                renewed = self._renew(keys=[self._key], args=[self.holder, self._ttl_ms])
+                # Redis lost the key (a restart without data): take it back if free.
+                if not renewed and not self._client.set(
+                    self._key, self.holder, px=self._ttl_ms, nx=True
+                ):
+                    logger.error(
+                        "Campaign %s: lock now held by %s",
+                        self._campaign_id,
+                        self.current_holder(),
+                    )
             except redis.RedisError as exc:
                 logger.warning("Campaign %s: could not renew lock: %s", self._campaign_id, exc)
 

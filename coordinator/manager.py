@@ -81,9 +81,13 @@ class ParallelExecutionManager:
     def get_datasite_health(self, datasites: Sequence[str] | None = None) -> dict[str, SiteHealth]:
         """Return the verdict on each known (or named) datasite."""
         return read_site_health(
-            self.hq.client, self.hq.keys, self.hq.monitor, self.thresholds, datasites,
+            self.hq.client,
+            self.hq.keys,
+            self.hq.monitor,
+            self.thresholds,
+            datasites,
             self.health_hooks,
-        )  # fmt: skip
+        )
 
     def wait_for_datasites_ready(
         self,
@@ -103,8 +107,11 @@ class ParallelExecutionManager:
             ready = [s for s, h in health.items() if h.verdict.can_train]
             waited_s = time.monotonic() - started
             if len(ready) >= required or waited_s >= timeout_s:
-                missing = {s: f"{h.verdict.value}: {h.reason}" for s, h in health.items()
-                           if not h.verdict.can_train}  # fmt: skip
+                missing = {
+                    s: f"{h.verdict.value}: {h.reason}"
+                    for s, h in health.items()
+                    if not h.verdict.can_train
+                }
                 return Readiness(len(ready) >= required, ready, missing, required, waited_s)
             time.sleep(min(READY_POLL_S, max(0.0, timeout_s - waited_s)))
 

@@ -96,14 +96,17 @@ def _quarantine(
     updated = {site: until for site, until in quarantine.items() if until > index + 1}
     for site, rel in reliability.items():
         recent = rel.recent[-limit:]
-        if limit > 0 and len(recent) == limit and all(s is OutcomeStatus.REJECTED for s in recent):
-            if site not in updated:
-                until = index + 1 + config.failures.quarantine_rounds
-                logger.warning(
-                    "Campaign %s: site %s quarantined until round %d after %d rejected updates",
-                    config.id, site, until, limit,
-                )  # fmt: skip
-                updated[site] = until
+        rejected_every_time = all(s is OutcomeStatus.REJECTED for s in recent)
+        if limit > 0 and len(recent) == limit and rejected_every_time and site not in updated:
+            until = index + 1 + config.failures.quarantine_rounds
+            logger.warning(
+                "Campaign %s: site %s quarantined until round %d after %d rejected updates",
+                config.id,
+                site,
+                until,
+                limit,
+            )
+            updated[site] = until
     return updated
 
 

@@ -61,8 +61,10 @@ def load_progress(hq: Hq, config: CampaignConfig) -> Progress | None:
         return newest
     logger.info(
         "Campaign %s: resuming from checkpoint %s (round %d)",
-        config.id, newest.path, newest.state.next_round,
-    )  # fmt: skip
+        config.id,
+        newest.path,
+        newest.state.next_round,
+    )
     progress = Progress(
         newest.state, newest.model_bytes, newest.best_bytes, newest.server_state_bytes, "checkpoint"
     )
@@ -85,8 +87,9 @@ def _load_from_redis(hq: Hq, campaign_id: str) -> Progress | None:
     except BlobNotFoundError:
         logger.warning(
             "Campaign %s: Redis state names model %s but its blob is gone; using the checkpoint",
-            campaign_id, state.global_model_hash[:12],
-        )  # fmt: skip
+            campaign_id,
+            state.global_model_hash[:12],
+        )
         return None
     best = _optional_blob(hq, state.best_model_hash)
     return Progress(state, model_bytes, best, None, "redis")

@@ -45,9 +45,12 @@ class ChildProcess:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=environment,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()  # type: ignore[union-attr]

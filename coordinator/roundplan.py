@@ -88,8 +88,9 @@ def choose_sites(
     )
     excluded = dict(eligible.excluded)
     excluded.update({site: "not sampled this round" for site in sampled.skipped})
-    declared = {s: eligible.declared_samples[s] for s in sampled.selected
-                if s in eligible.declared_samples}  # fmt: skip
+    declared = {
+        s: eligible.declared_samples[s] for s in sampled.selected if s in eligible.declared_samples
+    }
     return Selection(tuple(sampled.selected), excluded, declared)
 
 

@@ -117,8 +117,11 @@ def run_round(
     if len(selection.selected) < plan.min_sites:
         logger.warning(
             "%s: not started, %d of %d required sites ready; missing: %s",
-            ref, len(selection.selected), plan.min_sites, selection.describe_missing() or "none known",
-        )  # fmt: skip
+            ref,
+            len(selection.selected),
+            plan.min_sites,
+            selection.describe_missing() or "none known",
+        )
         return _not_started(ref, selection, model_hash, time.monotonic() - started)
 
     spec = RoundSpec(
@@ -143,8 +146,12 @@ def run_round(
         raise RoundStateError(f"{ref}: a round record already exists; resume it instead")
     logger.info(
         "%s: opened with %d sites (%s), deadline %.1f s, grace %.1f s",
-        ref, len(spec.sites), ",".join(spec.sites), plan.deadline_s, plan.grace_s,
-    )  # fmt: skip
+        ref,
+        len(spec.sites),
+        ",".join(spec.sites),
+        plan.deadline_s,
+        plan.grace_s,
+    )
     crash_point("round-opened")
     dispatch_round(hq, spec, plan)
     crash_point("round-dispatched")

@@ -30,9 +30,12 @@ def update_reliability(
         rel = reliability.get(site, SiteReliability())
         response_s = outcome.train_s if outcome else deadline_s
         reliability[site] = record_outcome(
-            rel, _failure_status(site, reason, result), response_s, deadline_s=deadline_s,
+            rel,
+            _failure_status(site, reason, result),
+            response_s,
+            deadline_s=deadline_s,
             reason=reason,
-        )  # fmt: skip
+        )
 
 
 def _failure_status(site: str, reason: str, result: RoundResult) -> OutcomeStatus:

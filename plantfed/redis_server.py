@@ -74,14 +74,21 @@ class RedisServer:
         """Start the server and wait until it answers PING."""
         command = [
             find_redis_server(),
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self._dir),
-            "--logfile", str(self._dir / "redis.log"),
-            "--databases", "16",
-        ]  # fmt: skip
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self._dir),
+            "--logfile",
+            str(self._dir / "redis.log"),
+            "--databases",
+            "16",
+        ]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready(timeout_s)
         logger.info("Started redis-server pid %s on %s", self._process.pid, self.url)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import math
 import logging
+import math
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,16 +78,23 @@ def run_plant_worker(settings: Settings, options: PlantWorkerOptions) -> None:
     queues = ",".join(site_queue(site_id) for site_id in options.site_ids)
     argv = [
         "worker",
-        "--hostname", options.worker_name,
-        "--queues", queues,
-        "--pool", "prefork",
-        "--concurrency", str(options.concurrency),
-        "--loglevel", options.loglevel,
+        "--hostname",
+        options.worker_name,
+        "--queues",
+        queues,
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(options.concurrency),
+        "--loglevel",
+        options.loglevel,
         "--task-events",
-        "--heartbeat-interval", str(max(1, math.ceil(settings.heartbeat_interval_s))),
+        "--heartbeat-interval",
+        str(max(1, math.ceil(settings.heartbeat_interval_s))),
         "--without-gossip",
         "--without-mingle",
-        "--prefetch-multiplier", "1",
-    ]  # fmt: skip
+        "--prefetch-multiplier",
+        "1",
+    ]
     logger.info("Starting plant worker %s on queues %s", options.worker_name, queues)
     app.worker_main(argv)

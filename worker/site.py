@@ -125,8 +125,12 @@ def load_runtime(
             offered[name] = OfferedTrainer(trainer, data, None)
             logger.info(
                 "Sites %s: trainer %s loaded %d training and %d held-out samples from %s",
-                ",".join(site_ids), name, data.train_samples, data.holdout_samples, data_path,
-            )  # fmt: skip
+                ",".join(site_ids),
+                name,
+                data.train_samples,
+                data.holdout_samples,
+                data_path,
+            )
         except DataError as exc:
             offered[name] = OfferedTrainer(trainer, None, str(exc))
             logger.error(

@@ -176,10 +176,19 @@ def write_synthetic_ai4i(path: Path, rows: int, seed: int) -> None:
         serials = rng.integers(10_000, 100_000, rows)
         for i in range(rows):
             writer.writerow(
-                [i + 1, f"{types[i]}{serials[i]}", types[i], f"{air[i]:.1f}", f"{process[i]:.1f}",
-                 int(speed[i]), f"{torque[i]:.1f}", int(wear[i]), int(failure[i]),
-                 *(int(flags[i]) for flags in modes.values())]
-            )  # fmt: skip
+                [
+                    i + 1,
+                    f"{types[i]}{serials[i]}",
+                    types[i],
+                    f"{air[i]:.1f}",
+                    f"{process[i]:.1f}",
+                    int(speed[i]),
+                    f"{torque[i]:.1f}",
+                    int(wear[i]),
+                    int(failure[i]),
+                    *(int(flags[i]) for flags in modes.values()),
+                ]
+            )
 
 
 def _random_walk(rng: np.random.Generator, rows: int, spread: float) -> np.ndarray:

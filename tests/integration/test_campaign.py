@@ -6,6 +6,7 @@ scheduler host dies, then run the same command again.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -87,7 +88,7 @@ def closed_lineage(settings: Settings, campaign_id: str, rounds: int) -> list[tu
 
 
 def assert_chained(lineage: list[tuple[str, str]]) -> None:
-    for (_, out_previous), (in_next, _) in zip(lineage, lineage[1:], strict=False):
+    for (_, out_previous), (in_next, _) in itertools.pairwise(lineage):
         assert in_next == out_previous
 
 
@@ -96,11 +97,25 @@ def test_demo_command_on_real_data(ai4i_csv, tmp_path):
 
     summary_path = tmp_path / "out.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "demo", "--data", str(ai4i_csv),
-         "--sites", "3", "--rounds", "10", "--summary", str(summary_path)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "coordinator.cli",
+            "demo",
+            "--data",
+            str(ai4i_csv),
+            "--sites",
+            "3",
+            "--rounds",
+            "10",
+            "--summary",
+            str(summary_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={k: v for k, v in os.environ.items() if not k.startswith("PLANTFED_")},
-    )  # fmt: skip
+    )
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(summary_path.read_text())

@@ -55,9 +55,20 @@ def test_sites_wait_names_missing(federation, ai4i_plants, settings):
 
     enough = plantfed(settings, "sites", "wait", "--min", "2", "--timeout", "5s")
     short = plantfed(
-        settings, "sites", "wait", "--min", "3", "--timeout", "2s",
-        "--site", "plant-h", "--site", "plant-l", "--site", "plant-m",
-    )  # fmt: skip
+        settings,
+        "sites",
+        "wait",
+        "--min",
+        "3",
+        "--timeout",
+        "2s",
+        "--site",
+        "plant-h",
+        "--site",
+        "plant-l",
+        "--site",
+        "plant-m",
+    )
 
     assert enough.returncode == 0
     assert short.returncode == 1

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from coordinator.aggregation import PARAMETER_DEFAULTS
 from coordinator.config import (
     CampaignConfig,
     StrategyName,
     campaign_config_from_dict,
     load_campaign_config,
 )
-from coordinator.aggregation import PARAMETER_DEFAULTS
 from coordinator.tuning import PRESETS, NetworkPreset
 from plantfed.errors import ConfigError
 
@@ -51,12 +51,16 @@ def test_full_config_values() -> None:
         min_sites=3,
         checkpoint_dir="/var/lib/plantfed",
         trainer={"name": "cmapss-rul", "params": {"epochs": 2, "lr": 0.01, "norm": True}},
-        round={"preset": "plant-lan", "deadline_s": 90, "sample_fraction": 0.5,
-               "max_concurrency": 4},
+        round={
+            "preset": "plant-lan",
+            "deadline_s": 90,
+            "sample_fraction": 0.5,
+            "max_concurrency": 4,
+        },
         strategy={"name": "trimmed-mean", "params": {"trim_fraction": 0.2, "clip_norm": 5.0}},
         early_stopping={"metric": "rmse", "patience": 3, "min_delta": 0.01},
         failures={"max_failure_rate": 0.25, "round_retries": 1},
-    )  # fmt: skip
+    )
 
     config = campaign_config_from_dict(document)
 
@@ -127,7 +131,7 @@ def test_param_of_other_strategy_rejected() -> None:
 @pytest.mark.parametrize(
     ("document", "expected"),
     [
-        (minimal(round={"deadline_s": -5}), 'round.deadline_s = -5: a duration must be above 0'),
+        (minimal(round={"deadline_s": -5}), "round.deadline_s = -5: a duration must be above 0"),
         (minimal(round={"deadline_s": 0}), "round.deadline_s = 0: a duration must be above 0"),
         (minimal(round={"grace_s": -1}), "round.grace_s = -1: a duration must be 0 or more"),
         (minimal(round={"deadline_s": "soon"}), 'round.deadline_s = "soon": must be a number'),
@@ -143,13 +147,17 @@ def test_param_of_other_strategy_rejected() -> None:
         (minimal(id="bad id!"), 'id = "bad id!": use letters, digits'),
         (minimal(round={"adaptive": "yes"}), 'round.adaptive = "yes": must be true or false'),
         (minimal(round={"max_sites_per_round": 1}), "round.max_sites_per_round = 1 is below"),
-        (minimal(strategy={"name": "trimmed-mean", "params": {"trim_fraction": 0.5}}),
-         "strategy.params.trim_fraction = 0.5: must be in (0, 0.5)"),
-        (minimal(trainer={"name": "x", "params": {"layers": [1, 2]}}),
-         "trainer.params.layers = [1, 2]: trainer params must be scalars"),
+        (
+            minimal(strategy={"name": "trimmed-mean", "params": {"trim_fraction": 0.5}}),
+            "strategy.params.trim_fraction = 0.5: must be in (0, 0.5)",
+        ),
+        (
+            minimal(trainer={"name": "x", "params": {"layers": [1, 2]}}),
+            "trainer.params.layers = [1, 2]: trainer params must be scalars",
+        ),
         (minimal(round="fast"), 'round = "fast": must be a table'),
     ],
-)  # fmt: skip
+)
 def test_invalid_value_message(document: dict[str, Any], expected: str) -> None:
     assert expected in config_error(document)
 

@@ -21,7 +21,12 @@ def config(**extra: object):
 
 
 def result(
-    index: int, success: bool, completed=("a", "b"), failed=None, rejected=None, status="all_answered"
+    index: int,
+    success: bool,
+    completed=("a", "b"),
+    failed=None,
+    rejected=None,
+    status="all_answered",
 ) -> RoundResult:
     outcomes = {
         s: SiteOutcome("c", index, 1, s, OutcomeStatus.COMPLETED, 10, train_s=2.0)
@@ -60,8 +65,10 @@ def test_successful_round_advances_model_and_stats() -> None:
 
 
 def test_failed_attempts_count_as_retries() -> None:
-    attempts = [result(0, False, completed=("a",), failed={"b": "lost: worker gone"}),
-                result(0, True, completed=("a",))]  # fmt: skip
+    attempts = [
+        result(0, False, completed=("a",), failed={"b": "lost: worker gone"}),
+        result(0, True, completed=("a",)),
+    ]
 
     state = apply_round(config(), start(), attempts, TIMING, {}, "f1", True)
 
@@ -85,8 +92,9 @@ def test_early_stop_after_patience() -> None:
 def test_lower_is_better_metric_tracks_minimum() -> None:
     state = start()
     for index, rmse in enumerate([30.0, 20.0, 25.0]):
-        state = apply_round(config(), state, [result(index, True)], TIMING, {"rmse": rmse}, "rmse",
-                            False)  # fmt: skip
+        state = apply_round(
+            config(), state, [result(index, True)], TIMING, {"rmse": rmse}, "rmse", False
+        )
 
     assert state.best_metric == 20.0
     assert state.best_round == 1
@@ -108,8 +116,13 @@ def test_repeated_rejections_quarantine_site() -> None:
     cfg = config(failures={"quarantine_after_rejections": 2, "quarantine_rounds": 3})
     state = start()
     for index in range(2):
-        attempt = result(index, True, completed=("a", "b"), failed={"c": "rejected: NaN"},
-                         rejected={"c": "rejected: NaN"})  # fmt: skip
+        attempt = result(
+            index,
+            True,
+            completed=("a", "b"),
+            failed={"c": "rejected: NaN"},
+            rejected={"c": "rejected: NaN"},
+        )
         state = apply_round(cfg, state, [attempt], TIMING, {}, "f1", True)
 
     assert state.quarantine == {"c": 5}

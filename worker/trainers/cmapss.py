@@ -35,13 +35,41 @@ SENSOR_COLUMNS = tuple(4 + number for number in SENSOR_NUMBERS)
 #: Mean and standard deviation of each used sensor over all 20,631 rows of
 #: train_FD001.txt, computed once and fixed here so that every plant scales alike.
 SENSOR_MEANS = np.array(
-    [642.6809, 1590.5231, 1408.9338, 553.3677, 2388.0967, 9065.2429, 47.5412,
-     521.4135, 2388.0962, 8143.7527, 8.4421, 393.2107, 38.8163, 23.2897]
-)  # fmt: skip
+    [
+        642.6809,
+        1590.5231,
+        1408.9338,
+        553.3677,
+        2388.0967,
+        9065.2429,
+        47.5412,
+        521.4135,
+        2388.0962,
+        8143.7527,
+        8.4421,
+        393.2107,
+        38.8163,
+        23.2897,
+    ]
+)
 SENSOR_STDS = np.array(
-    [0.5, 6.131, 9.0004, 0.8851, 0.071, 22.0823, 0.2671,
-     0.7375, 0.0719, 19.0757, 0.0375, 1.5487, 0.1807, 0.1082]
-)  # fmt: skip
+    [
+        0.5,
+        6.131,
+        9.0004,
+        0.8851,
+        0.071,
+        22.0823,
+        0.2671,
+        0.7375,
+        0.0719,
+        19.0757,
+        0.0375,
+        1.5487,
+        0.1807,
+        0.1082,
+    ]
+)
 
 #: Remaining useful life above which an engine counts as healthy, in cycles.
 RUL_CAP_CYCLES = 125.0
