@@ -16,6 +16,7 @@ from coordinator.context import Hq
 from coordinator.health import HealthHook
 from coordinator.manager import ParallelExecutionManager
 from coordinator.persistence import load_progress
+from coordinator.report import campaign_report_html
 from coordinator.stats import build_report
 from coordinator.summary import CampaignSummary, summarize
 from plantfed.errors import ConfigError, NotEnoughSitesError
@@ -94,6 +95,23 @@ def campaign_status(settings: Settings, args: argparse.Namespace) -> int:
     print(report.describe())
     for line in describe_quarantine(state):
         print(line)
+    return 0
+
+
+def campaign_report(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the campaign's HTML report with plots."""
+    config = load_campaign_config(args.campaign_file)
+    hq = Hq.connect(settings)
+    try:
+        progress = load_progress(hq, config)
+    finally:
+        hq.close()
+    if progress is None:
+        print(f"campaign {config.id}: not started, nothing to report", file=sys.stderr)
+        return 1
+    metric = config.early_stopping.metric or get_trainer(config.trainer).primary_metric
+    args.out.write_text(campaign_report_html(config, progress.state, metric), encoding="utf-8")
+    print(f"report written to {args.out}")
     return 0
 
 

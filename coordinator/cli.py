@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("campaign_file", type=Path, metavar="CONFIG")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    report = campaign_commands.add_parser("report", help="write an HTML report with plots")
+    _add_connection_options(report)
+    report.add_argument("campaign_file", type=Path, metavar="CONFIG")
+    report.add_argument("--out", type=Path, required=True, metavar="PATH", help="HTML file")
+
     demo = commands.add_parser("demo", help="run a whole federation on this machine")
     _add_connection_options(demo)
     demo.add_argument(

@@ -106,11 +106,13 @@ def _wait_for_sites(hq: Hq, args: argparse.Namespace) -> int:
 
 def run_campaign_command(settings: Settings, args: argparse.Namespace) -> int:
     """``plantfed campaign run|status``."""
-    from coordinator.campaign_cli import campaign_run, campaign_status
+    from coordinator.campaign_cli import campaign_report, campaign_run, campaign_status
 
     _require_broker(settings)
     if args.campaign_command == "run":
         return campaign_run(settings, args)
+    if args.campaign_command == "report":
+        return campaign_report(settings, args)
     return campaign_status(settings, args)
 
 

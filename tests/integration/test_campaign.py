@@ -137,13 +137,18 @@ def test_campaign_resumes_across_invocations(federation, ai4i_plants, settings, 
     first = run_coordinator(settings, "campaign", "run", str(config), "--max-rounds", "2")
     second = run_coordinator(settings, "campaign", "run", str(config), "--max-rounds", "2")
     status = run_coordinator(settings, "campaign", "status", str(config), "--json")
+    report = run_coordinator(
+        settings, "campaign", "report", str(config), "--out", str(tmp_path / "report.html")
+    )
 
     assert first.returncode == 0, first.stderr[-3000:]
     assert second.returncode == 0, second.stderr[-3000:]
-    report = json.loads(status.stdout)
-    assert report["summary"]["rounds_run"] == 4
-    assert report["summary"]["rounds_completed"] == 4
-    assert report["report"]["stats"]["total_participations"] == 12
+    shown = json.loads(status.stdout)
+    assert shown["summary"]["rounds_run"] == 4
+    assert shown["summary"]["rounds_completed"] == 4
+    assert shown["report"]["stats"]["total_participations"] == 12
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "report.html").read_text().count("<svg") == 3
     assert_chained(closed_lineage(settings, "ai4i-test", 4))
     checkpoint = load_latest_checkpoint(tmp_path / "checkpoints", "ai4i-test")
     assert checkpoint is not None
