@@ -40,8 +40,7 @@ def wait_for_round(
 ) -> WaitResult:
     """Wait until the policy says close, or the round is closed by the chord body."""
     ref = spec.ref
-    sites = frozenset(spec.sites)
-    task_ids = dict(hq.rounds.task_ids(ref))
+    task_ids: dict[str, str] = {}
     quorum_at_s: float | None = None
     lost: frozenset[str] = frozenset()
     while True:
@@ -52,31 +51,40 @@ def wait_for_round(
                 return WaitResult(None, lost, record_missing=True)
             if state is not RoundState.OPEN:
                 return WaitResult(None, lost)
+            task_ids = task_ids or hq.rounds.task_ids(ref)
             outcomes = hq.rounds.outcomes(ref)
             _record_reported_failures(hq, spec, task_ids, outcomes)
-            lost = _lost_sites(hq, sites - set(outcomes), thresholds)
+            lost = _lost_sites(hq, set(spec.sites) - set(outcomes), thresholds)
+            completed = frozenset(s for s, o in outcomes.items() if o.completed)
+            if quorum_at_s is None and len(completed) >= policy.min_completed:
+                quorum_at_s = time.time()
+            reason = policy.decide(_snapshot(spec, outcomes, lost, quorum_at_s))
+            if reason is not None:
+                return WaitResult(reason, lost)
+            hq.rounds.next_event(ref, timeout_s=check_interval_s)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.time() >= spec.deadline_unix_s + 60.0:
                 raise
             logger.warning("%s: Redis unreachable while waiting, retrying: %s", ref, exc)
             time.sleep(0.5)
-            continue
-        completed = frozenset(s for s, o in outcomes.items() if o.completed)
-        if quorum_at_s is None and len(completed) >= policy.min_completed:
-            quorum_at_s = time.time()
-        snapshot = WaitSnapshot(
-            sites=sites,
-            completed=completed,
-            failed=frozenset(outcomes) - completed,
-            lost=lost,
-            now_s=time.time(),
-            deadline_s=spec.deadline_unix_s,
-            quorum_reached_at_s=quorum_at_s,
-        )
-        reason = policy.decide(snapshot)
-        if reason is not None:
-            return WaitResult(reason, lost)
-        hq.rounds.next_event(ref, timeout_s=check_interval_s)
+
+
+def _snapshot(
+    spec: RoundSpec,
+    outcomes: dict[str, SiteOutcome],
+    lost: frozenset[str],
+    quorum_at_s: float | None,
+) -> WaitSnapshot:
+    completed = frozenset(s for s, o in outcomes.items() if o.completed)
+    return WaitSnapshot(
+        sites=frozenset(spec.sites),
+        completed=completed,
+        failed=frozenset(outcomes) - completed,
+        lost=lost,
+        now_s=time.time(),
+        deadline_s=spec.deadline_unix_s,
+        quorum_reached_at_s=quorum_at_s,
+    )
 
 
 def _lost_sites(hq: Hq, outstanding: set[str], thresholds: HealthThresholds) -> frozenset[str]:
@@ -99,7 +107,7 @@ def _record_reported_failures(
     for site_id, task_id in task_ids.items():
         if site_id in outcomes:
             continue
-        failure = hq.monitor.task_failure(task_id)
+        failure = hq.monitor.task_failure(task_id, since_unix_s=spec.opened_unix_s)
         if failure is None:
             continue
         status = OutcomeStatus.TIMED_OUT if "TimeLimit" in failure else OutcomeStatus.FAILED

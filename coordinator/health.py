@@ -126,7 +126,12 @@ def judge_site(
     if liveness is None:
         return health(Verdict.LOST, "no liveness key: worker stopped, or unreachable for its TTL")
     if beat is not None and beat.offline:
-        return health(Verdict.LOST, f"worker {beat.worker} announced it went offline")
+        # A warm shutdown announces offline at once, then finishes its running tasks and
+        # deletes the liveness key; until then the site is leaving, not lost.
+        return health(
+            Verdict.DRAINING,
+            f"worker {beat.worker} announced it is shutting down; finishing running tasks",
+        )
     listening_s = monitor.listening_s() if monitor else 0.0
     if monitor is not None and listening_s >= thresholds.lost_after_s:
         silent_s = beat_age_s if beat_age_s is not None else listening_s

@@ -24,6 +24,14 @@ RECONNECT_DELAY_S = 0.5
 
 
 @dataclass(frozen=True)
+class TaskFailure:
+    """A task failure a worker reported on the event stream."""
+
+    description: str
+    received_unix_s: float
+
+
+@dataclass(frozen=True)
 class WorkerBeat:
     """Last heartbeat seen from one worker."""
 
@@ -41,7 +49,7 @@ class HeartbeatMonitor:
         self._app = app
         self._lock = threading.Lock()
         self._beats: dict[str, WorkerBeat] = {}
-        self._task_failures: dict[str, str] = {}
+        self._task_failures: dict[str, TaskFailure] = {}
         self._connected_since: float | None = None
         self._stop = threading.Event()
         self._receiver: Any = None
@@ -68,10 +76,17 @@ class HeartbeatMonitor:
             since = self._connected_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def task_failure(self, task_id: str) -> str | None:
-        """Return the failure a worker reported for ``task_id``, if any."""
+    def task_failure(self, task_id: str, since_unix_s: float = 0.0) -> str | None:
+        """Return the failure a worker reported for ``task_id`` at or after ``since_unix_s``.
+
+        Task ids repeat when a round is opened again (after Redis lost its record),
+        so a caller passes the time its round opened to ignore an earlier run's failure.
+        """
         with self._lock:
-            return self._task_failures.get(task_id)
+            failure = self._task_failures.get(task_id)
+        if failure is None or failure.received_unix_s < since_unix_s:
+            return None
+        return failure.description
 
     def _run(self) -> None:
         outage_logged = False
@@ -100,8 +115,9 @@ class HeartbeatMonitor:
         if kind.startswith("worker-"):
             self._on_worker_event(kind, event)
         elif kind == "task-failed":
+            failure = TaskFailure(describe_task_failure(event), time.time())
             with self._lock:
-                self._task_failures[str(event.get("uuid"))] = str(event.get("exception", ""))
+                self._task_failures[str(event.get("uuid"))] = failure
 
     def _on_worker_event(self, kind: str, event: dict[str, Any]) -> None:
         worker = str(event.get("hostname", ""))
@@ -117,3 +133,21 @@ class HeartbeatMonitor:
                 active_tasks=int(event.get("active", 0) or 0),
                 offline=offline,
             )
+
+
+def describe_task_failure(event: dict[str, Any]) -> str:
+    """Return the exception of a ``task-failed`` event as ``Type: message``.
+
+    Celery reports a pool process killed by the hard time limit or a signal with
+    the exception wrapped as ``ExceptionWithTraceback()``. The last line of the
+    event's traceback then names the real one, such as ``WorkerLostError: ...``.
+    """
+    exception = str(event.get("exception") or "")
+    if exception and not exception.startswith("ExceptionWithTraceback"):
+        return exception
+    lines = [line.strip() for line in str(event.get("traceback") or "").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    if not last:
+        return exception or "no exception reported"
+    name, sep, message = last.partition(":")
+    return f"{name.rsplit('.', 1)[-1]}{sep}{message}"

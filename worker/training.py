@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from plantfed.errors import PlantfedError
 from plantfed.keys import RoundRef
 from plantfed.messages import OutcomeStatus, SiteOutcome, TrainRequest
-from plantfed.modelio import encode_weights
+from plantfed.modelio import content_hash, encode_weights
 from plantfed.roundstore import RecordResult, RoundState
 from worker.site import PlantRuntime
 
@@ -33,20 +34,28 @@ def run_training(runtime: PlantRuntime, request: TrainRequest, worker: str) -> S
     ref = RoundRef(request.campaign_id, request.round_index, request.attempt)
     started = time.monotonic()
     try:
-        outcome = _train(runtime, request, ref, worker, started)
+        outcome, blob_created = _train(runtime, request, ref, worker, started)
     except SoftTimeLimitExceeded:
         outcome = _failed(request, worker, started, OutcomeStatus.TIMED_OUT, "soft time limit hit")
+        blob_created = False
     except Exception as exc:  # the task boundary: any failure becomes data
         logger.exception("%s site %s: training failed", ref, request.site_id)
         outcome = _failed(request, worker, started, OutcomeStatus.FAILED, _describe(exc))
+        blob_created = False
     if outcome.status is OutcomeStatus.DISCARDED:
         return outcome
-    return _record(runtime, request, ref, outcome)
+    try:
+        return _record(runtime, request, ref, outcome, blob_created)
+    except SoftTimeLimitExceeded:
+        # The soft limit and a revocation each raise once; both landed while recording.
+        logger.warning("%s site %s: interrupted twice while recording", ref, request.site_id)
+        return replace(outcome, error="interrupted while recording; see the round record")
 
 
 def _train(
     runtime: PlantRuntime, request: TrainRequest, ref: RoundRef, worker: str, started: float
-) -> SiteOutcome:
+) -> tuple[SiteOutcome, bool]:
+    """Run the trainer; return the outcome and whether this task created the update blob."""
     if request.site_id not in runtime.site_ids:
         raise PlantfedError(
             f"task for site {request.site_id} reached a worker serving {','.join(runtime.site_ids)}"
@@ -55,20 +64,26 @@ def _train(
     if state is not RoundState.OPEN:
         logger.info("%s site %s: round is %s, task discarded at start", ref, request.site_id, state)
         reason = f"round is {state.value if state else 'unknown'} at task start"
-        return _failed(request, worker, started, OutcomeStatus.DISCARDED, reason)
+        return _failed(request, worker, started, OutcomeStatus.DISCARDED, reason), False
     offer = runtime.offered.get(request.trainer)
     if offer is None:
         offered = ", ".join(sorted(runtime.offered)) or "none"
         raise PlantfedError(f"trainer {request.trainer!r} is not offered here (offered: {offered})")
     if offer.data is None:
         raise PlantfedError(f"local data unusable: {offer.data_error}")
+
     weights = runtime.fetch_model(request.model_hash)
     remaining_s = request.deadline_unix_s - time.time() - DEADLINE_RESERVE_S
     result = offer.trainer.train(
         weights, offer.data, request.params, time.monotonic() + remaining_s
     )
-    update_hash = runtime.blobs.put(encode_weights(result.weights), request.update_ttl_s)
-    return SiteOutcome(
+
+    encoded = encode_weights(result.weights)
+    # Blobs are content-addressed: an update equal to the global model, or to another
+    # site's update, shares its blob, whose lifetime a discard must then leave alone.
+    created = not runtime.blobs.exists(content_hash(encoded))
+    update_hash = runtime.blobs.put(encoded, request.update_ttl_s)
+    outcome = SiteOutcome(
         campaign_id=request.campaign_id,
         round_index=request.round_index,
         attempt=request.attempt,
@@ -81,36 +96,56 @@ def _train(
         worker=worker,
         stopped_at_deadline=result.stopped_at_deadline,
     )
+    return outcome, created
 
 
 def _record(
-    runtime: PlantRuntime, request: TrainRequest, ref: RoundRef, outcome: SiteOutcome
+    runtime: PlantRuntime,
+    request: TrainRequest,
+    ref: RoundRef,
+    outcome: SiteOutcome,
+    blob_created: bool,
 ) -> SiteOutcome:
     try:
-        recorded = runtime.rounds.record_outcome(outcome, request.update_ttl_s)
-    except Exception as exc:  # Redis unreachable: the outcome still returns through Celery
+        recorded = _offer(runtime, outcome, request.update_ttl_s)
+        stored = runtime.rounds.outcomes(ref).get(request.site_id)
+    except Exception as exc:  # Redis unreachable: the round never saw this outcome
         logger.error("%s site %s: could not record outcome: %s", ref, request.site_id, exc)
-        return outcome
+        return replace(
+            outcome, status=OutcomeStatus.FAILED, error=f"could not record the outcome: {exc}"
+        )
+    if recorded is not RecordResult.RECORDED and stored == outcome:
+        recorded = RecordResult.RECORDED  # an interrupted first attempt went through
     if recorded is RecordResult.RECORDED:
         logger.info(
             "%s site %s: %s, %d samples in %.2f s",
             ref, request.site_id, outcome.status.value, outcome.samples, outcome.train_s,
         )  # fmt: skip
         return outcome
-    if outcome.update_hash:
+    referenced = stored is not None and stored.update_hash == outcome.update_hash
+    if outcome.update_hash and blob_created and not referenced:
         runtime.blobs.expire(outcome.update_hash, DISCARDED_UPDATE_TTL_S)
     logger.info("%s site %s: outcome discarded at finish (%s)", ref, request.site_id, recorded.name)
-    return SiteOutcome(
-        campaign_id=outcome.campaign_id,
-        round_index=outcome.round_index,
-        attempt=outcome.attempt,
-        site_id=outcome.site_id,
+    return replace(
+        outcome,
         status=OutcomeStatus.DISCARDED,
-        samples=outcome.samples,
-        train_s=outcome.train_s,
         error=f"discarded at finish: {recorded.name.lower().replace('_', ' ')}",
-        worker=outcome.worker,
     )
+
+
+def _offer(runtime: PlantRuntime, outcome: SiteOutcome, ttl_s: float) -> RecordResult:
+    """Offer the outcome to its round, once more if a time-limit signal interrupts the call.
+
+    The signal may land after the script ran. A second offer then reports the
+    outcome as a duplicate of itself, so the caller compares it with the stored one.
+    """
+    try:
+        return runtime.rounds.record_outcome(outcome, ttl_s)
+    except SoftTimeLimitExceeded:
+        logger.warning(
+            "Site %s: time limit or revocation while recording; offering again", outcome.site_id
+        )
+        return runtime.rounds.record_outcome(outcome, ttl_s)
 
 
 def _failed(

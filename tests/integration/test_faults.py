@@ -1,0 +1,433 @@
+"""Rounds on real worker processes while plants die, freeze, fail or misbehave.
+
+Every plant runs the test trainers of ``tests.support.fault_trainers``; each
+plant shifts the model by its own amount, so the merged model shows exactly
+which updates a round counted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from coordinator.dispatch import task_id_for
+from coordinator.health import HealthThresholds, Verdict
+from coordinator.localfed import LocalFederation, PlantSpec
+from coordinator.manager import ParallelExecutionManager
+from coordinator.rounds import NOT_STARTED, RECORD_LOST, RoundPlan, run_round, select_round_sites
+from coordinator.waiting import CloseReason
+from plantfed.keys import RoundRef
+from plantfed.messages import TRAIN_TASK, OutcomeStatus, TrainRequest, site_queue
+from plantfed.modelio import Weights, decode_weights, encode_weights
+from tests.conftest import REPO_ROOT
+from worker.trainers.noop import NoopTrainer
+from worker.training import DISCARDED_UPDATE_TTL_S
+
+pytestmark = pytest.mark.integration
+
+FAULT_PLUGIN = "tests.support.fault_trainers"
+THRESHOLDS = HealthThresholds(liveness_interval_s=1.0, lost_after_s=3.0)
+
+
+def fault_plant(
+    site: str, shift: float, sleep_s: float = 0.5, fault: str | None = None
+) -> PlantSpec:
+    """A plant without data that offers the test trainers."""
+    python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {"PYTHONPATH": python_path, "PLANTFED_TEST_SLEEP_S": str(sleep_s)}
+    env["PLANTFED_TEST_SHIFT"] = str(shift)
+    if fault is not None:
+        env["PLANTFED_TEST_FAULT"] = fault
+    return PlantSpec(
+        (site,),
+        None,
+        trainers=("sleepy", "faulty"),
+        plugins=(FAULT_PLUGIN,),
+        env=tuple(sorted(env.items())),
+    )
+
+
+def initial_model() -> Weights:
+    return NoopTrainer().initial_weights(seed=3)
+
+
+def manager_for(fed: LocalFederation, min_datasites: int = 2) -> ParallelExecutionManager:
+    assert fed.hq is not None
+    return ParallelExecutionManager(fed.hq, min_datasites=min_datasites, thresholds=THRESHOLDS)
+
+
+def after(delay_s: float, action: Callable[[], object]) -> threading.Timer:
+    """Run ``action`` in a timer thread ``delay_s`` from now, while the test runs a round.
+
+    The round itself runs in the test's thread, because Celery keeps one result
+    backend per thread and the coordinator configures only its own thread's.
+    """
+    timer = threading.Timer(delay_s, action)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def merged_model(fed: LocalFederation, model_hash: str) -> Weights:
+    assert fed.hq is not None
+    return decode_weights(fed.hq.blobs.get(model_hash))
+
+
+def assert_merged_shifts(fed: LocalFederation, model_hash: str, shifts: list[float]) -> None:
+    """Check that ``model_hash`` is the initial model moved by the mean of ``shifts``."""
+    merged = merged_model(fed, model_hash)
+    for name, start in initial_model().items():
+        expected = start.astype(np.float64) + float(np.mean(shifts))
+        np.testing.assert_allclose(merged[name], expected, rtol=0, atol=1e-5)
+
+
+def wait_task_result(fed: LocalFederation, task_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    """Return the result a training task stored once it returned.
+
+    A task revoked while it runs is first stored as revoked; the task still
+    returns its outcome, which then replaces that state.
+    """
+    assert fed.hq is not None
+    give_up = time.monotonic() + timeout_s
+    meta: dict[str, Any] = {}
+    while time.monotonic() < give_up:
+        meta = fed.hq.app.backend.get_task_meta(task_id)
+        if meta["status"] == "SUCCESS":
+            return dict(meta["result"])
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} returned nothing within {timeout_s} s: {meta}")
+
+
+def wait_for_verdict(
+    manager: ParallelExecutionManager, site: str, verdict: Verdict, timeout_s: float = 15.0
+) -> None:
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        if manager.get_datasite_health([site])[site].verdict is verdict:
+            return
+        time.sleep(0.2)
+    health = manager.get_datasite_health([site])[site]
+    raise AssertionError(f"{site} is {health.verdict.value} ({health.reason}), not {verdict.value}")
+
+
+def test_sigkill_mid_round(federation):
+    fed = federation(
+        [
+            fault_plant("plant-a", shift=1.0, sleep_s=6.0),
+            fault_plant("plant-b", shift=2.0, sleep_s=6.0),
+            fault_plant("plant-c", shift=4.0, sleep_s=6.0),
+        ]
+    )
+    manager = manager_for(fed)
+    model = initial_model()
+
+    started = time.monotonic()
+    after(2.0, lambda: fed.plant_processes["plant-c"].signal_group(signal.SIGKILL))
+    result = manager.execute_parallel_round(model, "sleepy", deadline_s=15.0, grace_s=10.0)
+    took_s = time.monotonic() - started
+
+    assert result.success
+    assert result.status == CloseReason.QUORUM_REST_LOST.value
+    assert result.closed_by == "coordinator"
+    assert result.completed_datasites == ["plant-a", "plant-b"]
+    assert list(result.failed_datasites) == ["plant-c"]
+    assert result.failed_datasites["plant-c"].startswith("lost")
+    assert sorted(result.datasite_results) == ["plant-a", "plant-b"]
+    assert result.samples == 2
+    assert took_s < 15.0, f"the round waited {took_s:.1f} s, past its deadline"
+    assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0])
+    record = fed.hq.rounds.load(result.ref)
+    assert record is not None
+    assert record.result is not None
+    assert record.result["model_hash_out"] == result.model_hash_out
+    assert record.result["completed"] == ["plant-a", "plant-b"]
+    assert set(record.result["failed"]) == {"plant-c"}
+
+    fed.plant_processes["plant-b"].signal_group(signal.SIGKILL)
+    wait_for_verdict(manager, "plant-b", Verdict.LOST)
+    next_round = manager.execute_parallel_round(
+        result.model_hash_out, "sleepy", datasites=["plant-a", "plant-b", "plant-c"]
+    )
+
+    assert next_round.status == NOT_STARTED
+    assert not next_round.success
+    assert next_round.completed_datasites == []
+    assert sorted(next_round.excluded_datasites) == ["plant-b", "plant-c"]
+    assert next_round.excluded_datasites["plant-b"].startswith("lost")
+    assert next_round.excluded_datasites["plant-c"].startswith("lost")
+    assert next_round.model_hash_out == result.model_hash_out
+
+
+def test_sigstop_plant_left_behind(federation):
+    fed = federation(
+        [
+            fault_plant("plant-a", shift=1.0, sleep_s=3.0),
+            fault_plant("plant-b", shift=2.0, sleep_s=3.0),
+            fault_plant("plant-c", shift=4.0, sleep_s=3.0),
+        ]
+    )
+    manager = manager_for(fed)
+    model = initial_model()
+    frozen = fed.plant_processes["plant-c"]
+
+    after(1.5, lambda: frozen.signal_group(signal.SIGSTOP))
+    try:
+        result = manager.execute_parallel_round(model, "sleepy", deadline_s=15.0, grace_s=10.0)
+    finally:
+        frozen.signal_group(signal.SIGCONT)
+    late = wait_task_result(fed, task_id_for(result.ref, "plant-c"))
+
+    assert result.success
+    assert result.status == CloseReason.QUORUM_REST_LOST.value
+    assert result.completed_datasites == ["plant-a", "plant-b"]
+    assert result.failed_datasites["plant-c"].startswith("lost")
+    assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0])
+    assert late["status"] == OutcomeStatus.DISCARDED.value
+    assert "discarded" in late["error"]
+    assert "plant-c" not in fed.hq.rounds.outcomes(result.ref)
+    record = fed.hq.rounds.load(result.ref)
+    assert record is not None
+    assert record.result is not None
+    assert record.result["completed"] == ["plant-a", "plant-b"]
+    assert record.result["model_hash_out"] == result.model_hash_out
+    if late.get("update_hash"):
+        ttl_ms = fed.hq.client.pttl(fed.hq.keys.blob(late["update_hash"]))
+        assert 0 < ttl_ms <= DISCARDED_UPDATE_TTL_S * 1000
+
+
+@pytest.mark.parametrize("target", ["main-process", "process-group"])
+def test_sigterm_mid_task(federation, target):
+    fed = federation(
+        [
+            fault_plant("plant-a", shift=1.0, sleep_s=3.0),
+            fault_plant("plant-b", shift=2.0, sleep_s=3.0),
+            fault_plant("plant-c", shift=4.0, sleep_s=3.0),
+        ]
+    )
+    manager = manager_for(fed)
+    model = initial_model()
+    stopping = fed.plant_processes["plant-c"]
+    if target == "main-process":
+        after(1.0, lambda: os.kill(stopping.pid, signal.SIGTERM))
+    else:
+        after(1.0, lambda: stopping.signal_group(signal.SIGTERM))
+
+    result = manager.execute_parallel_round(model, "sleepy", deadline_s=15.0, grace_s=10.0)
+
+    assert result.success
+    assert result.status == CloseReason.ALL_ANSWERED.value
+    assert sorted(result.datasite_results) == ["plant-a", "plant-b", "plant-c"]
+    if target == "main-process":
+        # Warm shutdown: the running task finishes and counts, then the worker exits.
+        assert result.completed_datasites == ["plant-a", "plant-b", "plant-c"]
+        assert result.failed_datasites == {}
+        assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0, 4.0])
+    else:
+        # The pool process dies with the group; its worker reports the task lost.
+        assert result.completed_datasites == ["plant-a", "plant-b"]
+        assert result.datasite_results["plant-c"].status is OutcomeStatus.FAILED
+        assert "WorkerLostError" in result.failed_datasites["plant-c"]
+        assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0])
+    stopping.process.wait(20.0)
+    wait_for_verdict(manager, "plant-c", Verdict.LOST)
+
+
+def test_raising_trainer_fails_only_its_plant(federation):
+    fed = federation(
+        [
+            fault_plant("plant-a", shift=1.0),
+            fault_plant("plant-b", shift=2.0),
+            fault_plant("plant-c", shift=4.0, fault="raises"),
+        ]
+    )
+    manager = manager_for(fed)
+
+    result = manager.execute_parallel_round(initial_model(), "faulty", deadline_s=10.0)
+
+    assert result.success
+    assert result.status == CloseReason.ALL_ANSWERED.value
+    assert result.completed_datasites == ["plant-a", "plant-b"]
+    failed = result.datasite_results["plant-c"]
+    assert failed.status is OutcomeStatus.FAILED
+    assert failed.error == "RuntimeError: sensor column 'torque' is empty"
+    assert failed.update_hash is None
+    assert "sensor column 'torque' is empty" in result.failed_datasites["plant-c"]
+    assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0])
+
+
+@pytest.mark.parametrize("fault", ["stuck", "swallow"])
+def test_hard_limit_ends_unstoppable_task(federation, fault):
+    fed = federation(
+        [
+            fault_plant("plant-a", shift=1.0),
+            fault_plant("plant-b", shift=2.0),
+            fault_plant("plant-c", shift=4.0, fault=fault),
+        ]
+    )
+    assert fed.hq is not None
+    plan = RoundPlan(
+        trainer="faulty",
+        params={"sleep_s": 3600.0},
+        strategy={"name": "fedavg"},
+        deadline_s=15.0,
+        grace_s=12.0,
+        soft_limit_s=2.0,
+        hard_limit_s=4.0,
+        thresholds=THRESHOLDS,
+    )
+    ref = RoundRef(f"hard-limit-{fault}", 0)
+    model_hash = fed.hq.blobs.put(encode_weights(initial_model()), 600.0)
+
+    started = time.monotonic()
+    result = run_round(fed.hq, plan, ref, model_hash, select_round_sites(fed.hq, plan))
+    took_s = time.monotonic() - started
+
+    assert result.success
+    assert result.status == CloseReason.ALL_ANSWERED.value
+    assert result.completed_datasites == ["plant-a", "plant-b"]
+    timed_out = result.datasite_results["plant-c"]
+    assert timed_out.status is OutcomeStatus.TIMED_OUT
+    assert "TimeLimitExceeded" in (timed_out.error or "")
+    assert took_s < 12.0, f"closed after {took_s:.1f} s, not soon after the 4 s hard limit"
+    assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0])
+
+
+def send_copy(fed: LocalFederation, ref: RoundRef, site: str, task_id: str) -> None:
+    """Send ``site``'s training task of round ``ref`` again, with the same keyword arguments."""
+    assert fed.hq is not None
+    hq = fed.hq
+    give_up = time.monotonic() + 5.0
+    record = hq.rounds.load(ref)
+    while record is None and time.monotonic() < give_up:
+        time.sleep(0.02)
+        record = hq.rounds.load(ref)
+    assert record is not None, f"{ref} was never opened"
+    spec = record.spec
+    request = TrainRequest(
+        campaign_id=spec.campaign_id,
+        round_index=spec.index,
+        attempt=spec.attempt,
+        site_id=site,
+        trainer=spec.trainer,
+        model_hash=spec.model_hash,
+        params=dict(spec.params),
+        deadline_unix_s=spec.deadline_unix_s,
+        update_ttl_s=hq.settings.update_ttl_s,
+    )
+    # Celery keeps one result backend per thread: keep this one from subscribing, too.
+    backend = hq.app.backend
+    backend.on_task_call = lambda producer, task_id: None
+    backend.on_result_fulfilled = lambda result: None
+    hq.app.send_task(TRAIN_TASK, kwargs=request.to_json(), queue=site_queue(site), task_id=task_id)
+
+
+def sleepy_plan(deadline_s: float = 15.0, grace_s: float = 10.0) -> RoundPlan:
+    return RoundPlan(
+        trainer="sleepy",
+        params={},
+        strategy={"name": "fedavg"},
+        deadline_s=deadline_s,
+        grace_s=grace_s,
+        soft_limit_s=deadline_s + 5.0,
+        hard_limit_s=deadline_s + 15.0,
+        thresholds=THRESHOLDS,
+    )
+
+
+def test_same_task_twice_counts_once(federation):
+    fed = federation(
+        [
+            fault_plant("plant-a", shift=1.0, sleep_s=1.0),
+            fault_plant("plant-b", shift=2.0, sleep_s=1.0),
+            fault_plant("plant-c", shift=4.0, sleep_s=4.0),
+        ]
+    )
+    assert fed.hq is not None
+    plan = sleepy_plan()
+    ref = RoundRef("duplicate", 0)
+    model_hash = fed.hq.blobs.put(encode_weights(initial_model()), 600.0)
+
+    after(0.3, lambda: send_copy(fed, ref, "plant-a", "copy-of-plant-a"))
+    result = run_round(fed.hq, plan, ref, model_hash, select_round_sites(fed.hq, plan))
+    copy = wait_task_result(fed, "copy-of-plant-a")
+
+    assert result.success
+    assert result.status == CloseReason.ALL_ANSWERED.value
+    assert result.completed_datasites == ["plant-a", "plant-b", "plant-c"]
+    assert result.samples == 3
+    assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0, 4.0])
+    assert copy["status"] == OutcomeStatus.DISCARDED.value
+    assert copy["error"] == "discarded at finish: duplicate"
+    counted = result.datasite_results["plant-a"]
+    assert counted.status is OutcomeStatus.COMPLETED
+    assert counted.update_hash == copy["update_hash"]
+    # The copy's update is byte-identical to the counted one, so they share one blob.
+    ttl_ms = fed.hq.client.pttl(fed.hq.keys.blob(counted.update_hash))
+    assert ttl_ms > DISCARDED_UPDATE_TTL_S * 1000
+
+
+def test_closed_round_task_discarded(federation):
+    fed = federation(
+        [
+            fault_plant("plant-a", shift=1.0, sleep_s=1.0),
+            fault_plant("plant-b", shift=2.0, sleep_s=1.0),
+        ]
+    )
+    assert fed.hq is not None
+    plan = sleepy_plan()
+    ref = RoundRef("redelivery", 0)
+    model_hash = fed.hq.blobs.put(encode_weights(initial_model()), 600.0)
+    result = run_round(fed.hq, plan, ref, model_hash, select_round_sites(fed.hq, plan))
+    record_before = fed.hq.rounds.load(ref)
+    outcomes_before = fed.hq.rounds.outcomes(ref)
+
+    send_copy(fed, ref, "plant-b", "redelivered-plant-b")
+    late = wait_task_result(fed, "redelivered-plant-b")
+
+    assert result.success
+    assert late["status"] == OutcomeStatus.DISCARDED.value
+    assert late["error"] == "round is closed at task start"
+    assert late["update_hash"] is None
+    assert late["train_s"] < 0.5, "the task trained although its round was closed"
+    assert fed.hq.rounds.load(ref) == record_before
+    assert fed.hq.rounds.outcomes(ref) == outcomes_before
+    assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0])
+
+
+def test_redis_restart_mid_round(federation, redis_server):
+    fed = federation(
+        [
+            fault_plant("plant-a", shift=1.0, sleep_s=3.0),
+            fault_plant("plant-b", shift=2.0, sleep_s=3.0),
+            fault_plant("plant-c", shift=4.0, sleep_s=3.0),
+        ]
+    )
+    manager = manager_for(fed)
+    model = initial_model()
+
+    after(1.0, redis_server.restart)
+    started = time.monotonic()
+    result = manager.execute_parallel_round(model, "sleepy", deadline_s=12.0, grace_s=10.0)
+    took_s = time.monotonic() - started
+
+    assert not result.success
+    assert result.status == RECORD_LOST
+    assert result.completed_datasites == []
+    assert sorted(result.failed_datasites) == ["plant-a", "plant-b", "plant-c"]
+    assert result.model_hash_out == result.model_hash_in
+    assert took_s < 12.0, f"the round took {took_s:.1f} s to notice its record was gone"
+
+    fed.wait_ready(fed.site_ids, timeout_s=30.0)
+    later = manager.execute_parallel_round(model, "sleepy", deadline_s=12.0, grace_s=10.0)
+
+    assert later.success
+    assert later.completed_datasites == ["plant-a", "plant-b", "plant-c"]
+    assert later.failed_datasites == {}
+    assert_merged_shifts(fed, later.model_hash_out, [1.0, 2.0, 4.0])
