@@ -45,7 +45,7 @@ def wait_for_round(
     lost: frozenset[str] = frozenset()
     while True:
         try:
-            state = hq.rounds.state(ref)
+            state = hq.rounds.state(ref, token=spec.token)
             if state is None:
                 logger.error("%s: round record vanished from Redis (restart without data?)", ref)
                 return WaitResult(None, lost, record_missing=True)
@@ -118,6 +118,7 @@ def _record_reported_failures(
             site_id=site_id,
             status=status,
             error=f"worker reported: {failure}",
+            round_token=spec.token,
         )
         if hq.rounds.record_outcome(outcome, hq.settings.update_ttl_s) is RecordResult.RECORDED:
             logger.warning("%s site %s: %s", spec.ref, site_id, outcome.error)

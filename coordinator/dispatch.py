@@ -53,6 +53,7 @@ def send_round(hq: Hq, spec: RoundSpec, limits: TaskLimits) -> dict[str, str]:
             params=dict(spec.params),
             deadline_unix_s=spec.deadline_unix_s,
             update_ttl_s=hq.settings.update_ttl_s,
+            round_token=spec.token,
         )
         task_ids[site_id] = task_id_for(ref, site_id)
         header.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,6 +142,7 @@ def run_round(
         excluded=dict(selection.excluded),
         declared_samples=dict(selection.declared_samples),
         server_state_hash=plan.server_state_hash,
+        token=uuid.uuid4().hex,
     )
     if not hq.rounds.open(spec):
         raise RoundStateError(f"{ref}: a round record already exists; resume it instead")
@@ -177,6 +179,9 @@ def collect_round(hq: Hq, spec: RoundSpec, plan: RoundPlan, started: float) -> R
     A round opened by a coordinator that died before sending its tasks is
     dispatched now; one whose tasks were sent is only waited for.
     """
+    if hq.rounds.state(spec.ref, token=spec.token) is None:
+        logger.error("%s: round record lost by Redis before the round closed", spec.ref)
+        return _record_lost(spec, time.monotonic() - started)
     if not hq.rounds.dispatched(spec.ref):
         logger.warning("%s: open but never dispatched; dispatching it now", spec.ref)
         dispatch_round(hq, spec, plan)

@@ -43,6 +43,8 @@ def configure_app(settings: Settings) -> Celery:
         result_backend_transport_options=transport_options,
         result_expires=int(settings.result_expires_s),
         result_backend_always_retry=True,
+        # One backend object for every thread, so settings applied to it hold in all.
+        result_backend_thread_safe=True,
         result_backend_max_retries=20,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -48,6 +48,7 @@ class TrainRequest:
     params: dict[str, JsonScalar]
     deadline_unix_s: float
     update_ttl_s: float
+    round_token: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +74,7 @@ class SiteOutcome:
     error: str | None = None
     worker: str | None = None
     stopped_at_deadline: bool = False
+    round_token: str = ""
 
     @property
     def completed(self) -> bool:

@@ -42,9 +42,11 @@ def decode_weights(data: bytes, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> Wei
     if len(data) > max_bytes:
         raise ModelFormatError(f"model is {len(data)} bytes, above the limit of {max_bytes} bytes")
     try:
-        return dict(st_load(data))
+        loaded = st_load(data)
     except (SafetensorError, ValueError, KeyError) as exc:
         raise ModelFormatError(f"invalid safetensors data: {exc}") from exc
+    # The loader's order varies between calls; name order keeps every consumer deterministic.
+    return {name: loaded[name] for name in sorted(loaded)}
 
 
 def content_hash(data: bytes) -> str:

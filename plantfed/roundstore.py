@@ -36,11 +36,13 @@ class RecordResult(Enum):
     ROUND_CLOSED = 0
     DUPLICATE = -1
     NOT_A_MEMBER = -2
+    OTHER_OPENING = -3
 
 
 _RECORD_OUTCOME = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'open' then return 0 end
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[4] then return -3 end
 if redis.call('HEXISTS', KEYS[1], 'site:' .. ARGV[1]) == 0 then return -2 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return -1 end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -91,6 +93,7 @@ class RoundSpec:
     excluded: dict[str, str] = field(default_factory=dict)
     declared_samples: dict[str, int] = field(default_factory=dict)
     server_state_hash: str | None = None
+    token: str = ""
 
     @property
     def ref(self) -> RoundRef:
@@ -133,7 +136,7 @@ class RoundStore:
 
     def open(self, spec: RoundSpec) -> bool:
         """Write a new open round record; return False when one already exists."""
-        fields = ["state", RoundState.OPEN.value, "spec", spec.dumps()]
+        fields = ["state", RoundState.OPEN.value, "spec", spec.dumps(), "token", spec.token]
         for site in spec.sites:
             fields += [f"site:{site}", "1"]
         return bool(self._open_round(keys=[self._keys.round(spec.ref)], args=fields))
@@ -169,15 +172,32 @@ class RoundStore:
             result=json.loads(text["result"]) if "result" in text else None,
         )
 
-    def state(self, ref: RoundRef) -> RoundState | None:
-        raw = cast(bytes | None, self._client.hget(self._keys.round(ref), "state"))
-        return RoundState(raw.decode()) if raw else None
+    def state(self, ref: RoundRef, token: str | None = None) -> RoundState | None:
+        """Return the round's state; None when there is no record, or ``token`` names another.
+
+        A round index can be reused after Redis lost its data, so a task carries the
+        token of the opening it belongs to, and a record with another token is not its round.
+        """
+        key = self._keys.round(ref)
+        raw_state, raw_token = cast(
+            list[bytes | None], self._client.hmget(key, ["state", "token"])
+        )
+        if raw_state is None:
+            return None
+        if token is not None and (raw_token or b"").decode() != token:
+            return None
+        return RoundState(raw_state.decode())
 
     def record_outcome(self, outcome: SiteOutcome, ttl_s: float) -> RecordResult:
         """Store ``outcome`` in its round if the round is open and the site belongs to it."""
         ref = RoundRef(outcome.campaign_id, outcome.round_index, outcome.attempt)
         keys = [self._keys.round(ref), self._keys.outcomes(ref), self._keys.events(ref)]
-        args: list[str | int] = [outcome.site_id, outcome.dumps(), max(1, int(ttl_s * 1000))]
+        args: list[str | int] = [
+            outcome.site_id,
+            outcome.dumps(),
+            max(1, int(ttl_s * 1000)),
+            outcome.round_token,
+        ]
         return RecordResult(int(self._record_outcome(keys=keys, args=args)))
 
     def outcomes(self, ref: RoundRef) -> dict[str, SiteOutcome]:

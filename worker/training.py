@@ -60,7 +60,7 @@ def _train(
         raise PlantfedError(
             f"task for site {request.site_id} reached a worker serving {','.join(runtime.site_ids)}"
         )
-    state = runtime.rounds.state(ref)
+    state = runtime.rounds.state(ref, token=request.round_token)
     if state is not RoundState.OPEN:
         logger.info("%s site %s: round is %s, task discarded at start", ref, request.site_id, state)
         reason = f"round is {state.value if state else 'unknown'} at task start"
@@ -95,6 +95,7 @@ def _train(
         metrics=dict(result.metrics),
         worker=worker,
         stopped_at_deadline=result.stopped_at_deadline,
+        round_token=request.round_token,
     )
     return outcome, created
 
@@ -160,6 +161,7 @@ def _failed(
         train_s=time.monotonic() - started,
         error=error,
         worker=worker,
+        round_token=request.round_token,
     )
 
 

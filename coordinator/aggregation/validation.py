@@ -2,7 +2,8 @@
 
 An update is checked on its own (sample count, encoded size, parameter names,
 shapes and dtypes against the global model, finite values) and against the other
-updates of its round (delta-norm outliers). A failed check is data, a
+updates of its round: delta-norm outliers here, delta directions in
+``coordinator.aggregation.direction``. A failed check is data, a
 ``Rejection`` that names the site, the reason and the offending value, never an
 exception: the round goes on with the other sites.
 """
@@ -48,6 +49,7 @@ class RejectionReason(StrEnum):
     DTYPE_MISMATCH = "dtype-mismatch"
     NON_FINITE = "non-finite"
     NORM_OUTLIER = "norm-outlier"
+    DIRECTION_OUTLIER = "direction-outlier"
 
 
 @dataclass(frozen=True)

@@ -320,11 +320,8 @@ def send_copy(fed: LocalFederation, ref: RoundRef, site: str, task_id: str) -> N
         params=dict(spec.params),
         deadline_unix_s=spec.deadline_unix_s,
         update_ttl_s=hq.settings.update_ttl_s,
+        round_token=spec.token,
     )
-    # Celery keeps one result backend per thread: keep this one from subscribing, too.
-    backend = hq.app.backend
-    backend.on_task_call = lambda producer, task_id: None
-    backend.on_result_fulfilled = lambda result: None
     hq.app.send_task(TRAIN_TASK, kwargs=request.to_json(), queue=site_queue(site), task_id=task_id)
 
 

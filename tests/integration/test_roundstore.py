@@ -128,3 +128,17 @@ def test_blob_store_verifies_and_expires(redis_server):
     time.sleep(0.2)
     with pytest.raises(BlobNotFoundError, match="never stored, or expired"):
         blobs.get(digest)
+
+
+def test_outcome_of_earlier_opening_refused(store):
+    from dataclasses import replace
+
+    store.open(replace(make_spec(), token="opening-2"))
+    stale = replace(outcome("a"), round_token="opening-1")
+
+    result = store.record_outcome(stale, ttl_s=60)
+
+    assert result is RecordResult.OTHER_OPENING
+    assert store.state(REF, token="opening-1") is None
+    assert store.state(REF, token="opening-2") is RoundState.OPEN
+    assert store.outcomes(REF) == {}
