@@ -179,9 +179,7 @@ class RoundStore:
         token of the opening it belongs to, and a record with another token is not its round.
         """
         key = self._keys.round(ref)
-        raw_state, raw_token = cast(
-            list[bytes | None], self._client.hmget(key, ["state", "token"])
-        )
+        raw_state, raw_token = cast(list[bytes | None], self._client.hmget(key, ["state", "token"]))
         if raw_state is None:
             return None
         if token is not None and (raw_token or b"").decode() != token:
