@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("--reason", default="maintenance", help="shown to operators")
     undrain = site_commands.add_parser("undrain", help="return a drained site to service")
     undrain.add_argument("site")
+    forget = site_commands.add_parser("forget", help="remove a retired site from the list")
+    forget.add_argument("site")
     wait = site_commands.add_parser("wait", help="wait until enough sites are ready")
     wait.add_argument("--min", dest="min_sites", type=int, default=2, help="sites needed")
     wait.add_argument(

@@ -21,6 +21,9 @@ from plantfed.roundstore import RecordResult, RoundSpec, RoundState
 
 logger = logging.getLogger(__name__)
 
+#: Interval between full reads of a round's outcomes while waiting for it.
+FULL_REFRESH_S = 1.0
+
 
 @dataclass(frozen=True)
 class WaitResult:
@@ -38,11 +41,19 @@ def wait_for_round(
     thresholds: HealthThresholds,
     check_interval_s: float = 0.25,
 ) -> WaitResult:
-    """Wait until the policy says close, or the round is closed by the chord body."""
+    """Wait until the policy says close, or the round is closed by the chord body.
+
+    Each wake reads only the outcomes its events name; every ``FULL_REFRESH_S``
+    the whole outcome hash is read again, in case an event was lost with a
+    Redis restart. Health is judged every ``check_interval_s``, not per event.
+    """
     ref = spec.ref
     task_ids: dict[str, str] = {}
+    outcomes: dict[str, SiteOutcome] = {}
     quorum_at_s: float | None = None
     lost: frozenset[str] = frozenset()
+    named: set[str] | None = None
+    refresh_at = health_at = 0.0
     while True:
         try:
             state = hq.rounds.state(ref, token=spec.token)
@@ -51,21 +62,34 @@ def wait_for_round(
                 return WaitResult(None, lost, record_missing=True)
             if state is not RoundState.OPEN:
                 return WaitResult(None, lost)
+            now = time.monotonic()
+            if named is None or now >= refresh_at:
+                outcomes = hq.rounds.outcomes(ref)
+                refresh_at = now + FULL_REFRESH_S
+            elif named:
+                outcomes.update(hq.rounds.outcomes(ref, named))
             task_ids = task_ids or hq.rounds.task_ids(ref)
-            outcomes = hq.rounds.outcomes(ref)
             _record_reported_failures(hq, spec, task_ids, outcomes)
-            lost = _lost_sites(hq, set(spec.sites) - set(outcomes), thresholds)
-            completed = frozenset(s for s, o in outcomes.items() if o.completed)
-            if quorum_at_s is None and len(completed) >= policy.min_completed:
+            if now >= health_at:
+                lost = _lost_sites(hq, set(spec.sites) - set(outcomes), thresholds)
+                health_at = now + check_interval_s
+            lost -= set(outcomes)
+            if (
+                quorum_at_s is None
+                and sum(o.completed for o in outcomes.values()) >= policy.min_completed
+            ):
                 quorum_at_s = time.time()
             reason = policy.decide(_snapshot(spec, outcomes, lost, quorum_at_s))
             if reason is not None:
                 return WaitResult(reason, lost)
-            hq.rounds.next_event(ref, timeout_s=check_interval_s)
+            wait_s = max(0.01, min(check_interval_s, health_at - time.monotonic()))
+            events = hq.rounds.next_events(ref, timeout_s=wait_s)
+            named = {e.partition(":")[2] for e in events if e.startswith("outcome:")}
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.time() >= spec.deadline_unix_s + 60.0:
                 raise
             logger.warning("%s: Redis unreachable while waiting, retrying: %s", ref, exc)
+            named = None
             time.sleep(0.5)
 
 

@@ -9,7 +9,13 @@ import sys
 import time
 
 from coordinator.context import Hq
-from coordinator.health import HealthThresholds, drain_site, read_site_health, undrain_site
+from coordinator.health import (
+    HealthThresholds,
+    drain_site,
+    forget_site,
+    read_site_health,
+    undrain_site,
+)
 from coordinator.manager import ParallelExecutionManager
 from coordinator.sitetable import format_site_table, site_health_json
 from plantfed.errors import ConfigError
@@ -80,6 +86,10 @@ def run_sites(settings: Settings, args: argparse.Namespace) -> int:
         if args.site_command == "undrain":
             was = undrain_site(hq.client, hq.keys, args.site)
             print(f"site {args.site} {'undrained' if was else 'was not drained'}")
+            return 0
+        if args.site_command == "forget":
+            was = forget_site(hq.client, hq.keys, args.site)
+            print(f"site {args.site} {'forgotten' if was else 'was not known'}")
             return 0
         if args.site_command == "wait":
             return _wait_for_sites(hq, args)

@@ -64,20 +64,19 @@ class HealthThresholds:
     lost_after_s: float
 
 
-def read_liveness(client: redis.Redis, keys: Keys) -> dict[str, SiteLiveness]:
-    """Return every site's liveness record currently in Redis."""
-    names = sorted(
-        cast(Iterable[bytes], client.scan_iter(match=keys.site_alive_pattern(), count=1000))
-    )
-    return _parse_liveness(names, cast(list[bytes | None], client.mget(names)) if names else [])
+def known_sites(client: redis.Redis, keys: Keys) -> list[str]:
+    """Return every site that ever wrote a liveness key and was not forgotten, sorted."""
+    members = cast(set[bytes], client.smembers(keys.site_index()))
+    return sorted(member.decode() for member in members)
 
 
-def read_liveness_of(
-    client: redis.Redis, keys: Keys, site_ids: list[str]
-) -> dict[str, SiteLiveness]:
-    """Return the liveness records of the given sites that have one."""
-    names = [keys.site_alive(s).encode() for s in site_ids]
-    return _parse_liveness(names, cast(list[bytes | None], client.mget(names)) if names else [])
+def forget_site(client: redis.Redis, keys: Keys, site_id: str) -> bool:
+    """Remove a retired site from the known sites and drop its drain flag."""
+    pipe = client.pipeline(transaction=True)
+    pipe.srem(keys.site_index(), site_id)
+    pipe.delete(keys.site_drain(site_id))
+    removed, _ = pipe.execute()
+    return bool(removed)
 
 
 def _parse_liveness(names: list[bytes], values: list[bytes | None]) -> dict[str, SiteLiveness]:
@@ -92,15 +91,6 @@ def _parse_liveness(names: list[bytes], values: list[bytes | None]) -> dict[str,
             continue
         records[record.site_id] = record
     return records
-
-
-def read_drains(
-    client: redis.Redis, keys: Keys, site_ids: Iterable[str]
-) -> dict[str, dict[str, str]]:
-    """Return the drain flag of each drained site: its reason and optional end time."""
-    ids = list(site_ids)
-    values = cast(list[bytes | None], client.mget([keys.site_drain(s) for s in ids])) if ids else []
-    return {s: json.loads(v) for s, v in zip(ids, values, strict=True) if v is not None}
 
 
 def judge_site(
@@ -164,6 +154,21 @@ def apply_hooks(health: SiteHealth, hooks: Iterable[HealthHook]) -> SiteHealth:
     return health
 
 
+def _read_evidence(
+    client: redis.Redis, keys: Keys, ids: list[str]
+) -> tuple[dict[str, SiteLiveness], dict[str, dict[str, str]]]:
+    """Read the liveness keys and drain flags of ``ids`` in one round trip."""
+    if not ids:
+        return {}, {}
+    names = [keys.site_alive(s).encode() for s in ids]
+    pipe = client.pipeline(transaction=False)
+    pipe.mget(names)
+    pipe.mget([keys.site_drain(s) for s in ids])
+    alive, drained = cast(list[list[bytes | None]], pipe.execute())
+    drains = {s: json.loads(v) for s, v in zip(ids, drained, strict=True) if v is not None}
+    return _parse_liveness(names, alive), drains
+
+
 def read_site_health(
     client: redis.Redis,
     keys: Keys,
@@ -172,14 +177,13 @@ def read_site_health(
     site_ids: Iterable[str] | None = None,
     hooks: Iterable[HealthHook] = (),
 ) -> dict[str, SiteHealth]:
-    """Judge ``site_ids``, or every site with a liveness key when None, in site id order."""
-    if site_ids is None:
-        liveness = read_liveness(client, keys)
-        ids = sorted(liveness)
-    else:
-        ids = sorted(set(site_ids))
-        liveness = read_liveness_of(client, keys, ids)
-    drains = read_drains(client, keys, ids)
+    """Judge ``site_ids``, or every known site when None, in site id order.
+
+    A known site whose worker is gone stays in the answer, judged lost, until an
+    operator forgets it, so a plant that vanished is never silently dropped.
+    """
+    ids = known_sites(client, keys) if site_ids is None else sorted(set(site_ids))
+    liveness, drains = _read_evidence(client, keys, ids)
     now = time.time()
     hook_list = list(hooks)
     verdicts = {}

@@ -8,6 +8,8 @@ key                                written by           lifetime
 ``site:<site>:alive``              plant worker timer   TTL ``liveness_ttl_s``; deleted
                                                         on clean shutdown
 ``site:<site>:drain``              operator (CLI)       until undrained, or ``--for``
+``sites``                          plant worker timer   set of every site ever seen;
+                                                        ``plantfed sites forget`` removes one
 ``blob:<sha256>``                  coordinator, plants  TTL ``model_ttl_s`` for models,
                                                         ``update_ttl_s`` for updates
 ``campaign:<c>``                   coordinator          permanent (also on disk)
@@ -54,8 +56,8 @@ class Keys:
     def site_alive(self, site_id: str) -> str:
         return f"{self.prefix}:site:{site_id}:alive"
 
-    def site_alive_pattern(self) -> str:
-        return f"{self.prefix}:site:*:alive"
+    def site_index(self) -> str:
+        return f"{self.prefix}:sites"
 
     def site_drain(self, site_id: str) -> str:
         return f"{self.prefix}:site:{site_id}:drain"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, cast
@@ -198,9 +199,15 @@ class RoundStore:
         ]
         return RecordResult(int(self._record_outcome(keys=keys, args=args)))
 
-    def outcomes(self, ref: RoundRef) -> dict[str, SiteOutcome]:
-        """Return the recorded outcomes of a round, keeping only those that name it."""
-        raw = cast(dict[bytes, bytes], self._client.hgetall(self._keys.outcomes(ref)))
+    def outcomes(self, ref: RoundRef, sites: Iterable[str] | None = None) -> dict[str, SiteOutcome]:
+        """Return the recorded outcomes of a round (or of ``sites``), keeping those that name it."""
+        key = self._keys.outcomes(ref)
+        if sites is None:
+            raw = cast(dict[bytes, bytes], self._client.hgetall(key))
+        else:
+            names = sorted(sites)
+            values = cast(list[bytes | None], self._client.hmget(key, names)) if names else []
+            raw = {n.encode(): v for n, v in zip(names, values, strict=True) if v is not None}
         result: dict[str, SiteOutcome] = {}
         for site, text in raw.items():
             outcome = SiteOutcome.loads(text)
@@ -229,6 +236,14 @@ class RoundStore:
         if popped is None:
             return None
         return cast(tuple[bytes, bytes], popped)[1].decode()
+
+    def next_events(self, ref: RoundRef, timeout_s: float, limit: int = 1000) -> list[str]:
+        """Pop every pending round event, waiting up to ``timeout_s`` for the first one."""
+        first = self.next_event(ref, timeout_s)
+        if first is None:
+            return []
+        rest = cast(list[bytes] | None, self._client.lpop(self._keys.events(ref), limit))
+        return [first, *(event.decode() for event in rest or [])]
 
     def push_event(self, ref: RoundRef, event: str, ttl_s: float) -> None:
         """Append an event to a round's event list, waking its waiter."""

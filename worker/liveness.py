@@ -71,6 +71,7 @@ class LivenessKeeper:
             )
             ttl_ms = int(settings.liveness_ttl_s * 1000)
             pipe.set(self._runtime.keys.site_alive(site_id), record.dumps(), px=ttl_ms)
+        pipe.sadd(self._runtime.keys.site_index(), *self._runtime.site_ids)
         pipe.execute()
 
     def _run(self) -> None:

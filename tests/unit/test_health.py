@@ -154,12 +154,13 @@ def test_old_liveness_key_is_stale() -> None:
 
 
 @pytest.mark.parametrize(
-    ("record", "fake"),
-    [(liveness(busy=True), monitor()), (liveness(), monitor(active_tasks=1))],
+    ("busy", "active_tasks"),
+    [(True, 0), (False, 1)],
     ids=["liveness-busy", "heartbeat-active"],
 )
-def test_running_task_is_busy(record: SiteLiveness, fake: FakeMonitor) -> None:
-    health = judge(record, fake)
+def test_running_task_is_busy(busy: bool, active_tasks: int) -> None:
+    # The monitor is built here, not at collection time: its beat ages with the clock.
+    health = judge(liveness(busy=busy), monitor(active_tasks=active_tasks))
 
     assert health.verdict is Verdict.BUSY
     assert health.verdict.can_train
