@@ -83,3 +83,17 @@ def test_drain_duration_rejected_when_invalid(settings):
 
     assert bad.returncode == 2
     assert "invalid duration 'soon'" in bad.stderr
+
+
+def test_stopped_site_listed_lost_until_forgotten(federation, ai4i_plants, settings):
+    fed = federation(ai4i_plants)
+
+    fed.plant_processes["plant-h"].stop()
+    while_known = verdicts(settings)
+    forgotten = plantfed(settings, "sites", "forget", "plant-h")
+    after = verdicts(settings)
+
+    assert while_known["plant-h"] == "lost"
+    assert "forgotten" in forgotten.stdout
+    assert "plant-h" not in after
+    assert after["plant-l"] == "ready"
