@@ -74,7 +74,7 @@ def finish_closing(hq: Hq, ref: RoundRef, lost: set[str]) -> RoundClosure:
     spec = record.spec
     started = time.monotonic()
     outcomes = hq.rounds.outcomes(ref)
-    failed = _failed_sites(spec.sites, outcomes, lost)
+    failed = _failed_sites(spec.sites, outcomes, lost, set(hq.rounds.task_ids(ref)))
     completed = [s for s in spec.sites if s in outcomes and outcomes[s].completed]
     model_hash_out = spec.model_hash
     norms: dict[str, float] = {}
@@ -120,12 +120,14 @@ def _closing_record(hq: Hq, ref: RoundRef) -> RoundRecord:
 
 
 def _failed_sites(
-    sites: Iterable[str], outcomes: dict[str, SiteOutcome], lost: set[str]
+    sites: Iterable[str], outcomes: dict[str, SiteOutcome], lost: set[str], sent: set[str]
 ) -> dict[str, str]:
     failed: dict[str, str] = {}
     for site in sites:
         outcome = outcomes.get(site)
-        if outcome is None:
+        if outcome is None and site not in sent:
+            failed[site] = "not sent before the round closed (bounded concurrency)"
+        elif outcome is None:
             failed[site] = (
                 "lost: worker gone" if site in lost else "no answer before the round closed"
             )

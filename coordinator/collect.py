@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
@@ -34,12 +35,17 @@ class WaitResult:
     record_missing: bool = False
 
 
+#: Called on every wake with the sites that answered and those judged lost.
+ProgressHook = Callable[[Iterable[str], Iterable[str]], None]
+
+
 def wait_for_round(
     hq: Hq,
     spec: RoundSpec,
     policy: WaitPolicy,
     thresholds: HealthThresholds,
     check_interval_s: float = 0.25,
+    on_progress: ProgressHook | None = None,
 ) -> WaitResult:
     """Wait until the policy says close, or the round is closed by the chord body.
 
@@ -74,6 +80,8 @@ def wait_for_round(
                 lost = _lost_sites(hq, set(spec.sites) - set(outcomes), thresholds)
                 health_at = now + check_interval_s
             lost -= set(outcomes)
+            if on_progress is not None:
+                on_progress(outcomes, lost)
             if (
                 quorum_at_s is None
                 and sum(o.completed for o in outcomes.values()) >= policy.min_completed

@@ -1,12 +1,13 @@
-"""Publishing a round: the model blob, the round record and the chord of training tasks."""
+"""Sending a round's training tasks: as one chord, or in waves under bounded concurrency."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from celery import chord
+from celery import Signature, chord
 
 from coordinator.context import Hq
 from plantfed.keys import RoundRef
@@ -34,39 +35,39 @@ def task_id_for(ref: RoundRef, site_id: str) -> str:
     return f"plantfed-{ref.campaign_id}-{ref.tag}-{site_id}"
 
 
+def train_signature(hq: Hq, spec: RoundSpec, site_id: str, limits: TaskLimits) -> Signature:
+    """Return the training task of one site in a round, with its limits."""
+    request = TrainRequest(
+        campaign_id=spec.campaign_id,
+        round_index=spec.index,
+        attempt=spec.attempt,
+        site_id=site_id,
+        trainer=spec.trainer,
+        model_hash=spec.model_hash,
+        params=dict(spec.params),
+        deadline_unix_s=spec.deadline_unix_s,
+        update_ttl_s=hq.settings.update_ttl_s,
+        round_token=spec.token,
+    )
+    return hq.app.signature(
+        TRAIN_TASK,
+        kwargs=request.to_json(),
+        queue=site_queue(site_id),
+        task_id=task_id_for(spec.ref, site_id),
+        soft_time_limit=limits.soft_time_limit_s,
+        time_limit=limits.time_limit_s,
+        expires=limits.expires_s,
+    )
+
+
 def send_round(hq: Hq, spec: RoundSpec, limits: TaskLimits) -> dict[str, str]:
     """Send one training task per site, with the closing task as the chord body.
 
     Returns the task id of each site.
     """
     ref = spec.ref
-    header = []
-    task_ids: dict[str, str] = {}
-    for site_id in spec.sites:
-        request = TrainRequest(
-            campaign_id=spec.campaign_id,
-            round_index=spec.index,
-            attempt=spec.attempt,
-            site_id=site_id,
-            trainer=spec.trainer,
-            model_hash=spec.model_hash,
-            params=dict(spec.params),
-            deadline_unix_s=spec.deadline_unix_s,
-            update_ttl_s=hq.settings.update_ttl_s,
-            round_token=spec.token,
-        )
-        task_ids[site_id] = task_id_for(ref, site_id)
-        header.append(
-            hq.app.signature(
-                TRAIN_TASK,
-                kwargs=request.to_json(),
-                queue=site_queue(site_id),
-                task_id=task_ids[site_id],
-                soft_time_limit=limits.soft_time_limit_s,
-                time_limit=limits.time_limit_s,
-                expires=limits.expires_s,
-            )
-        )
+    header = [train_signature(hq, spec, site_id, limits) for site_id in spec.sites]
+    task_ids = {site_id: task_id_for(ref, site_id) for site_id in spec.sites}
     body = hq.app.signature(
         CLOSE_ROUND_TASK,
         kwargs={"campaign_id": ref.campaign_id, "index": ref.index, "attempt": ref.attempt},
@@ -84,3 +85,46 @@ def send_round(hq: Hq, spec: RoundSpec, limits: TaskLimits) -> dict[str, str]:
         limits.soft_time_limit_s,
     )
     return task_ids
+
+
+class WaveDispatcher:
+    """Keeps at most ``spec.max_concurrency`` training tasks of a round in flight.
+
+    A round with bounded concurrency has no chord: the coordinator sends the
+    first tasks, sends one more each time a site answers or is judged lost, and
+    closes the round itself. The task ids in the round record say which sites
+    were sent their task, so a resuming coordinator carries on where it stopped.
+    """
+
+    def __init__(self, hq: Hq, spec: RoundSpec, limits: Callable[[], TaskLimits]) -> None:
+        if not spec.max_concurrency:
+            raise ValueError(f"{spec.ref}: a wave dispatcher needs max_concurrency")
+        self._hq = hq
+        self._spec = spec
+        self._limits = limits
+        self._limit = spec.max_concurrency
+        self._sent = set(hq.rounds.task_ids(spec.ref))
+
+    def top_up(self, answered: Iterable[str], lost: Iterable[str]) -> None:
+        """Send tasks to waiting sites until ``max_concurrency`` are in flight."""
+        done = set(answered) | set(lost)
+        in_flight = len(self._sent - done)
+        waiting = [site for site in self._spec.sites if site not in self._sent]
+        batch = waiting[: max(0, self._limit - in_flight)]
+        if not batch:
+            return
+        limits = self._limits()
+        for site_id in batch:
+            train_signature(self._hq, self._spec, site_id, limits).apply_async()
+        self._hq.rounds.set_task_ids(
+            self._spec.ref, {site_id: task_id_for(self._spec.ref, site_id) for site_id in batch}
+        )
+        self._sent.update(batch)
+        logger.info(
+            "%s: sent %d more training tasks (%d of %d sites sent, at most %d at once)",
+            self._spec.ref,
+            len(batch),
+            len(self._sent),
+            len(self._spec.sites),
+            self._limit,
+        )

@@ -125,10 +125,12 @@ class ParallelExecutionManager:
         grace_s: float = 10.0,
         datasites: Sequence[str] | None = None,
         campaign_id: str = "adhoc",
+        max_concurrency: int | None = None,
     ) -> RoundResult:
         """Run one round across all available datasites (or the named ones).
 
         ``model`` is the global weights, or the hash of a model already stored.
+        ``max_concurrency`` bounds the training tasks in flight at once.
         Each datasite's failure stays with that datasite: the result lists
         completed and failed datasites, per-datasite outcomes and the round's time.
         """
@@ -144,6 +146,7 @@ class ParallelExecutionManager:
             hard_limit_s=deadline_s + 15.0,
             sites=tuple(datasites) if datasites else None,
             thresholds=self.thresholds,
+            max_concurrency=max_concurrency,
         )
         health = self.get_datasite_health(plan.sites)
         selection = select_sites(health, trainer, plan.sites)

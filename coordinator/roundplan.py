@@ -54,6 +54,7 @@ def plan_round(
         thresholds=thresholds,
         check_interval_s=min(0.25, timing.health_check_interval_s),
         timing_reason=timing.reason,
+        max_concurrency=config.round.max_concurrency,
     )
     return timing, plan
 
@@ -95,5 +96,4 @@ def choose_sites(
 
 
 def _max_sites(config: CampaignConfig) -> int | None:
-    limits = [v for v in (config.round.max_sites_per_round, config.round.max_concurrency) if v]
-    return min(limits) if limits else None
+    return config.round.max_sites_per_round

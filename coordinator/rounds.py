@@ -17,7 +17,7 @@ from typing import Any
 from coordinator.closing import RoundClosure, close_round
 from coordinator.collect import wait_for_round
 from coordinator.context import Hq
-from coordinator.dispatch import TaskLimits, send_round
+from coordinator.dispatch import TaskLimits, WaveDispatcher, send_round
 from coordinator.health import HealthHook, HealthThresholds, read_site_health
 from coordinator.selection import Selection, select_sites
 from coordinator.waiting import WaitPolicy
@@ -58,6 +58,8 @@ class RoundPlan:
     soft_limit_s, hard_limit_s
         Celery soft and hard time limits of each training task, from dispatch;
         the trainer stops by itself at the deadline, the limits are the backstop.
+    max_concurrency
+        Most training tasks in flight at once; None sends every task at once.
     """
 
     trainer: str
@@ -73,6 +75,7 @@ class RoundPlan:
     check_interval_s: float = 0.25
     timing_reason: str = ""
     server_state_hash: str | None = None
+    max_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ def run_round(
         declared_samples=dict(selection.declared_samples),
         server_state_hash=plan.server_state_hash,
         token=uuid.uuid4().hex,
+        max_concurrency=plan.max_concurrency,
     )
     if not hq.rounds.open(spec):
         raise RoundStateError(f"{ref}: a round record already exists; resume it instead")
@@ -161,16 +165,27 @@ def run_round(
 
 
 def dispatch_round(hq: Hq, spec: RoundSpec, plan: RoundPlan) -> None:
-    """Send the round's chord and record that it was sent."""
+    """Send the round's chord, or its first wave, and record that it was sent."""
+    if _bounded(spec):
+        WaveDispatcher(hq, spec, lambda: _limits_now(spec, plan)).top_up((), ())
+    else:
+        send_round(hq, spec, _limits_now(spec, plan))
+    hq.rounds.mark_dispatched(spec.ref)
+
+
+def _bounded(spec: RoundSpec) -> bool:
+    return spec.max_concurrency is not None and spec.max_concurrency < len(spec.sites)
+
+
+def _limits_now(spec: RoundSpec, plan: RoundPlan) -> TaskLimits:
+    """Return task limits for a task sent now: the plan's margins, ending with the round."""
     remaining_s = max(1.0, spec.deadline_unix_s - time.time())
     extra_s = remaining_s - plan.deadline_s
-    limits = TaskLimits(
+    return TaskLimits(
         soft_time_limit_s=max(1.0, plan.soft_limit_s + extra_s),
         time_limit_s=max(2.0, plan.hard_limit_s + extra_s),
         expires_s=remaining_s,
     )
-    send_round(hq, spec, limits)
-    hq.rounds.mark_dispatched(spec.ref)
 
 
 def collect_round(hq: Hq, spec: RoundSpec, plan: RoundPlan, started: float) -> RoundResult:
@@ -186,7 +201,9 @@ def collect_round(hq: Hq, spec: RoundSpec, plan: RoundPlan, started: float) -> R
         logger.warning("%s: open but never dispatched; dispatching it now", spec.ref)
         dispatch_round(hq, spec, plan)
     policy = WaitPolicy(min_completed=spec.min_completed, grace_s=spec.grace_s)
-    waited = wait_for_round(hq, spec, policy, plan.thresholds, plan.check_interval_s)
+    waves = WaveDispatcher(hq, spec, lambda: _limits_now(spec, plan)) if _bounded(spec) else None
+    on_progress = waves.top_up if waves else None
+    waited = wait_for_round(hq, spec, policy, plan.thresholds, plan.check_interval_s, on_progress)
     if waited.record_missing:
         return _record_lost(spec, time.monotonic() - started)
     if waited.reason is not None:

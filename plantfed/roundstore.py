@@ -95,6 +95,7 @@ class RoundSpec:
     declared_samples: dict[str, int] = field(default_factory=dict)
     server_state_hash: str | None = None
     token: str = ""
+    max_concurrency: int | None = None
 
     @property
     def ref(self) -> RoundRef:
@@ -143,8 +144,13 @@ class RoundStore:
         return bool(self._open_round(keys=[self._keys.round(spec.ref)], args=fields))
 
     def set_task_ids(self, ref: RoundRef, task_ids: dict[str, str]) -> None:
-        """Remember which Celery task runs each site, so the closer can revoke it."""
-        self._client.hset(self._keys.round(ref), "task_ids", json.dumps(task_ids))
+        """Remember which Celery task runs each site, adding to those already sent.
+
+        The closer revokes them, and a resuming coordinator knows which sites of a
+        round with bounded concurrency were sent their task.
+        """
+        merged = {**self.task_ids(ref), **task_ids}
+        self._client.hset(self._keys.round(ref), "task_ids", json.dumps(merged))
 
     def mark_dispatched(self, ref: RoundRef) -> None:
         """Record that every training task of the round was handed to the broker."""

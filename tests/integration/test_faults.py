@@ -428,3 +428,37 @@ def test_redis_restart_mid_round(federation, redis_server):
     assert later.completed_datasites == ["plant-a", "plant-b", "plant-c"]
     assert later.failed_datasites == {}
     assert_merged_shifts(fed, later.model_hash_out, [1.0, 2.0, 4.0])
+
+
+def test_bounded_concurrency_sends_in_waves(federation):
+    fed = federation([fault_plant(f"plant-{n}", shift=1.0, sleep_s=1.0) for n in "abcd"])
+    manager = manager_for(fed)
+
+    started = time.monotonic()
+    result = manager.execute_parallel_round(
+        initial_model(), "sleepy", deadline_s=20.0, grace_s=10.0, max_concurrency=2
+    )
+    took_s = time.monotonic() - started
+
+    assert result.success
+    assert result.status == CloseReason.ALL_ANSWERED.value
+    assert result.completed_datasites == ["plant-a", "plant-b", "plant-c", "plant-d"]
+    assert took_s >= 2.0, "four 1 s tasks, two at a time, cannot finish in under 2 s"
+    record = manager.hq.rounds.load(result.ref)
+    assert record is not None
+    assert record.closed_by == "coordinator"
+    assert sorted(manager.hq.rounds.task_ids(result.ref)) == result.completed_datasites
+
+
+def test_bounded_concurrency_moves_past_a_dead_plant(federation):
+    fed = federation([fault_plant(f"plant-{n}", shift=1.0, sleep_s=2.0) for n in "abc"])
+    manager = manager_for(fed)
+
+    after(0.5, lambda: fed.plant_processes["plant-a"].signal_group(signal.SIGKILL))
+    result = manager.execute_parallel_round(
+        initial_model(), "sleepy", deadline_s=20.0, grace_s=10.0, max_concurrency=1
+    )
+
+    assert result.success
+    assert result.completed_datasites == ["plant-b", "plant-c"]
+    assert result.failed_datasites["plant-a"].startswith("lost")
