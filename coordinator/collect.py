@@ -28,7 +28,7 @@ FULL_REFRESH_S = 1.0
 
 @dataclass(frozen=True)
 class WaitResult:
-    """How waiting ended: the coordinator's reason to close, or that someone else closed."""
+    """End of a wait: the coordinator's reason to close, or a sign that another closer did."""
 
     reason: CloseReason | None
     lost: frozenset[str]
@@ -47,7 +47,7 @@ def wait_for_round(
     check_interval_s: float = 0.25,
     on_progress: ProgressHook | None = None,
 ) -> WaitResult:
-    """Wait until the policy says close, or the round is closed by the chord body.
+    """Wait until the policy decides to close, or the chord body closes the round.
 
     Each wake reads only the outcomes its events name; every ``FULL_REFRESH_S``
     the whole outcome hash is read again, in case an event was lost with a

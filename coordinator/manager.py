@@ -31,7 +31,7 @@ READY_POLL_S = 0.25
 
 @dataclass(frozen=True)
 class Readiness:
-    """Answer of ``wait_for_datasites_ready``."""
+    """Result of ``wait_for_datasites_ready``."""
 
     ready: bool
     ready_datasites: list[str]
@@ -97,7 +97,7 @@ class ParallelExecutionManager:
     ) -> Readiness:
         """Wait until at least ``min_datasites`` can train, at most ``timeout_s``.
 
-        Returns as soon as the minimum is met; on time-out, the answer names every
+        Returns as soon as the minimum is met. On time-out, the result names every
         datasite that is not ready and why.
         """
         required = min_datasites if min_datasites is not None else self.min_datasites

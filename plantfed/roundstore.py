@@ -146,7 +146,7 @@ class RoundStore:
     def set_task_ids(self, ref: RoundRef, task_ids: dict[str, str]) -> None:
         """Remember which Celery task runs each site, adding to those already sent.
 
-        The closer revokes them, and a resuming coordinator knows which sites of a
+        The closer revokes them, and a resuming coordinator reads which sites of a
         round with bounded concurrency were sent their task.
         """
         merged = {**self.task_ids(ref), **task_ids}
