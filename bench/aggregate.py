@@ -18,11 +18,12 @@ the first merge, so the pool and the global model are not counted. Merge and
 numpy pass are both warmed up on 10 updates first, untimed, and alternate their
 order across repeats.
 
-Strategies: ``fedavg`` (the default guards: validation and the delta-norm outlier
-test, which costs a first pass over all updates), ``fedavg-unscreened``
-(``max_norm_z=None``: validation only, one pass), and the order-statistic
+Strategies: ``fedavg`` (the default guards: validation, the delta-norm outlier
+test and the direction screen, all in one pass), ``fedavg-unscreened``
+(``max_norm_z=None, min_cosine=None``: validation only), and the order-statistic
 strategies ``median`` and ``trimmed-mean``, which keep every update in memory
-and are measured at small N only.
+and are measured at small N only. None of these updates is rejected, so the
+timed merges load each update once.
 
 Run from the repository root::
 
@@ -60,7 +61,7 @@ WARM_UP_UPDATES = 10
 #: Strategy configurations by the name the tables use.
 STRATEGIES: dict[str, StrategyConfig] = {
     "fedavg": StrategyConfig(),
-    "fedavg-unscreened": StrategyConfig(max_norm_z=None),
+    "fedavg-unscreened": StrategyConfig(max_norm_z=None, min_cosine=None),
     "median": StrategyConfig(name=StrategyName.MEDIAN),
     "trimmed-mean": StrategyConfig(name=StrategyName.TRIMMED_MEAN, trim_fraction=0.1),
 }

@@ -11,11 +11,13 @@ chooses what it does (see ``bench.plugins``):
 - ``flip``: it trains on inverted failure labels.
 
 Each attack runs under four merge strategies. ``fedavg-unguarded`` is FedAvg with
-``max_norm_z=None`` and no clipping, so only update validation (finite values,
-shapes, sample counts) runs. ``fedavg-guarded`` is the default: validation and the
-delta-norm outlier test. ``median`` and ``trimmed-mean`` keep the same default
-guards in front of their merge. With three plants, a trimmed mean that drops one
-value at each end is the median, so those two rows agree. The reference is the
+``max_norm_z=None``, ``min_cosine=None`` and no clipping, so only update validation
+(finite values, shapes, sample counts) runs. ``fedavg-guarded`` is the default:
+validation, the delta-norm outlier test and the direction screen. ``median`` and
+``trimmed-mean`` keep the same default guards in front of their merge. With three
+plants, a trimmed mean that drops one value at each end is the median, so those two
+rows agree. ``honest_failures`` counts honest plants left out of a round (rejected,
+failed or late), summed over rounds. The reference is the
 clean campaign (attack ``none``) under the guarded default, and clean runs of the
 other strategies are shown too.
 Campaigns use the same seed, so the runs differ only by attack and strategy.
@@ -62,7 +64,7 @@ TRIM_FRACTION = 0.34
 
 #: Strategy configurations by the name the tables use.
 STRATEGIES: dict[str, StrategyConfig] = {
-    "fedavg-unguarded": StrategyConfig(max_norm_z=None, clip_norm=None),
+    "fedavg-unguarded": StrategyConfig(max_norm_z=None, clip_norm=None, min_cosine=None),
     "fedavg-guarded": StrategyConfig(),
     "median": StrategyConfig(name=StrategyName.MEDIAN),
     "trimmed-mean": StrategyConfig(name=StrategyName.TRIMMED_MEAN, trim_fraction=TRIM_FRACTION),
@@ -81,6 +83,7 @@ class PoisonRun:
     f1: float
     rounds_completed: int
     attacker_merged_rounds: int
+    honest_failures: int
     elapsed_s: float
 
 
@@ -113,12 +116,16 @@ def run_one(
     )
     summary = run_campaign(hq, request)
     merged = sum(1 for r in summary.rounds if ATTACKER_SITE in r["completed_sites"])
+    honest_failures = sum(
+        1 for r in summary.rounds for site in r["failed_sites"] if site != ATTACKER_SITE
+    )
     return PoisonRun(
         attack=attack.value,
         strategy=strategy,
         f1=float(summary.final_metrics.get("f1", float("nan"))),
         rounds_completed=summary.rounds_completed,
         attacker_merged_rounds=merged,
+        honest_failures=honest_failures,
         elapsed_s=summary.elapsed_s,
     )
 
@@ -129,10 +136,12 @@ def print_report(runs: Sequence[PoisonRun], clean_f1: float, rounds: int) -> Non
         f"Poisoned updates on AI4I 2020: 3 plants, {ATTACKER_SITE} attacks, {rounds} rounds; "
         f"clean F1 (guarded default) = {clean_f1:.4f}"
     )
-    headers = ["attack", "strategy", "f1", "of_clean", "rounds_ok", "attacker_merged", "time_s"]
+    headers = ["attack", "strategy", "f1", "of_clean", "rounds_ok", "attacker_merged",
+               "honest_failures", "time_s"]  # fmt: skip
     rows = [
         [r.attack, r.strategy, r.f1, r.f1 / clean_f1 if clean_f1 > 0 else float("nan"),
-         f"{r.rounds_completed}/{rounds}", r.attacker_merged_rounds, r.elapsed_s]
+         f"{r.rounds_completed}/{rounds}", r.attacker_merged_rounds, r.honest_failures,
+         r.elapsed_s]
         for r in runs
     ]  # fmt: skip
     print(format_table(headers, rows))

@@ -6,6 +6,11 @@ no Redis, no Celery, no clock. ``make_strategy`` builds a strategy from a
 an ``AggregateResult``.
 """
 
+from coordinator.aggregation.direction import (
+    DEFAULT_MIN_COSINE,
+    MIN_UPDATES_FOR_DIRECTION_TEST,
+    direction_outliers,
+)
 from coordinator.aggregation.interface import AggregateResult, UpdateSource
 from coordinator.aggregation.mean import FedAvg
 from coordinator.aggregation.names import StrategyName
@@ -53,9 +58,12 @@ __all__ = [  # noqa: RUF022 (grouped by topic, sorted within each group)
     "merge_mean_delta",
     # Validation
     "DEFAULT_MAX_NORM_Z",
+    "DEFAULT_MIN_COSINE",
+    "MIN_UPDATES_FOR_DIRECTION_TEST",
     "MIN_UPDATES_FOR_OUTLIER_TEST",
     "Rejection",
     "RejectionReason",
+    "direction_outliers",
     "norm_outliers",
     "validate_update",
 ]

@@ -36,7 +36,9 @@ class AggregateResult:
     ``delta_norms`` contains the L2 norm of each site's delta before clipping, for
     every site whose norm was computed (included sites and norm outliers).
     ``state`` is the server optimizer state to pass to the next round, empty for
-    strategies without one.
+    strategies without one. ``delta_cosines`` contains each site's cosine to the
+    round's median delta, for every site the direction screen scored (see
+    ``coordinator.aggregation.direction``).
     """
 
     weights: Weights
@@ -45,3 +47,4 @@ class AggregateResult:
     delta_norms: dict[str, float]
     total_samples: int
     state: Weights = field(default_factory=dict)
+    delta_cosines: dict[str, float] = field(default_factory=dict)

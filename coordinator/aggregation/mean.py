@@ -26,7 +26,8 @@ from plantfed.modelio import Array, Weights
 class FedAvg:
     """Sample-weighted mean of the deltas, streamed one update at a time.
 
-    Peak memory is a few model sizes whatever the number of updates (see
+    Peak memory is a few model sizes whatever the number of updates, and each
+    update is loaded once unless a round-level test rejects it (see
     ``coordinator.aggregation.streaming``). ``name`` is ``fedprox`` when the
     campaign trains with a proximal term, so results and logs name what ran.
     """
@@ -48,8 +49,7 @@ class FedAvg:
         global_weights
             The round's global model.
         updates
-            The round's updates; iterated once, or twice when the guards need every
-            norm first.
+            The round's updates, iterated once (see ``merge_mean_delta``).
         state
             Ignored: FedAvg keeps no state between rounds.
 
@@ -68,6 +68,7 @@ class FedAvg:
             rejected=merged.rejected,
             delta_norms=merged.delta_norms,
             total_samples=merged.total_samples,
+            delta_cosines=merged.cosines,
         )
 
 

@@ -105,6 +105,7 @@ def _merge_order_statistic(
         rejected=tuple(screened.rejected),
         delta_norms=screened.delta_norms,
         total_samples=sum(s.samples for s in screened.accepted),
+        delta_cosines=screened.cosines,
     )
 
 

@@ -87,7 +87,7 @@ class ServerOptimizer:
         global_weights
             The round's global model.
         updates
-            The round's updates, iterated once or twice (see ``merge_mean_delta``).
+            The round's updates, iterated once (see ``merge_mean_delta``).
         state
             State returned by the previous round, or None (or empty) to start at zero.
 
@@ -116,6 +116,7 @@ class ServerOptimizer:
             delta_norms=merged.delta_norms,
             total_samples=merged.total_samples,
             state=next_state,
+            delta_cosines=merged.cosines,
         )
 
     def _step(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
+from coordinator.aggregation.direction import DEFAULT_MIN_COSINE
 from coordinator.aggregation.interface import AggregateResult, UpdateSource
 from coordinator.aggregation.mean import FedAvg
 from coordinator.aggregation.names import StrategyName
@@ -57,7 +58,8 @@ class StrategyConfig:
     ignores the parameters it does not use. ``proximal_mu`` is the FedProx
     coefficient that the trainers apply; the server side ignores it.
     ``clip_norm`` is an L2 norm, ``"auto"`` (the round's median delta norm) or
-    None for no clipping. ``max_norm_z`` None turns the outlier test off.
+    None for no clipping. ``max_norm_z`` None turns the outlier test off, and
+    ``min_cosine`` None the direction screen.
 
     Raises
     ------
@@ -75,6 +77,7 @@ class StrategyConfig:
     trim_fraction: float | None = None
     max_norm_z: float | None = DEFAULT_MAX_NORM_Z
     max_update_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    min_cosine: float | None = DEFAULT_MIN_COSINE
 
     def __post_init__(self) -> None:
         try:
@@ -96,7 +99,7 @@ class StrategyConfig:
     @property
     def guard(self) -> GuardConfig:
         """Checks and clipping that run in front of the strategy."""
-        return GuardConfig(self.max_update_bytes, self.max_norm_z, self.clip_norm)
+        return GuardConfig(self.max_update_bytes, self.max_norm_z, self.clip_norm, self.min_cosine)
 
     def to_json(self) -> dict[str, Any]:
         """Return the configuration as a JSON-ready dict."""
@@ -149,6 +152,8 @@ def _range_problems(config: StrategyConfig) -> list[str]:
         problems.append(f"strategy.clip_norm: {clip!r} must be a number > 0, 'auto' or unset")
     if config.max_norm_z is not None and not config.max_norm_z > 0:
         problems.append(f"strategy.max_norm_z: {config.max_norm_z!r} must be > 0 or unset")
+    if config.min_cosine is not None and not -1.0 <= config.min_cosine < 1.0:
+        problems.append(f"strategy.min_cosine: {config.min_cosine!r} must be in [-1, 1) or unset")
     if config.max_update_bytes <= 0:
         problems.append(f"strategy.max_update_bytes: {config.max_update_bytes!r} must be > 0")
     return problems

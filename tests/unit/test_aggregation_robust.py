@@ -17,7 +17,7 @@ from coordinator.aggregation import (
 )
 from plantfed.modelio import Weights
 
-NO_OUTLIER_TEST = GuardConfig(max_norm_z=None)
+NO_ROUND_TESTS = GuardConfig(max_norm_z=None, min_cosine=None)
 
 
 def f32(*values: float) -> npt.NDArray[np.float32]:
@@ -38,7 +38,7 @@ ZERO3 = {"w": f32(0.0, 0.0, 0.0)}
 def test_median_of_odd_count() -> None:
     rows = updates((1.0, 5.0, -1.0), (2.0, 0.0, 4.0), (10.0, 1.0, 3.0))
 
-    result = CoordinateMedian(guard=NO_OUTLIER_TEST).aggregate(ZERO3, rows)
+    result = CoordinateMedian(guard=NO_ROUND_TESTS).aggregate(ZERO3, rows)
 
     np.testing.assert_array_equal(result.weights["w"], f32(2.0, 1.0, 3.0))
     assert result.included == ("s0", "s1", "s2")
@@ -48,7 +48,7 @@ def test_median_of_odd_count() -> None:
 def test_median_of_even_count_averages_middle_pair() -> None:
     rows = updates((1.0, 5.0, -1.0), (2.0, 0.0, 4.0), (10.0, 1.0, 3.0), (0.0, 0.0, 0.0))
 
-    result = CoordinateMedian(guard=NO_OUTLIER_TEST).aggregate(ZERO3, rows)
+    result = CoordinateMedian(guard=NO_ROUND_TESTS).aggregate(ZERO3, rows)
 
     np.testing.assert_array_equal(result.weights["w"], f32(1.5, 0.5, 1.5))
 
@@ -57,7 +57,7 @@ def test_median_is_relative_to_global_model() -> None:
     global_weights = {"w": f32(1.0, 1.0, 1.0)}
     rows = updates((2.0, 6.0, 0.0), (3.0, 1.0, 5.0), (11.0, 2.0, 4.0))
 
-    result = CoordinateMedian(guard=NO_OUTLIER_TEST).aggregate(global_weights, rows)
+    result = CoordinateMedian(guard=NO_ROUND_TESTS).aggregate(global_weights, rows)
 
     np.testing.assert_array_equal(result.weights["w"], f32(3.0, 2.0, 4.0))
 
@@ -67,7 +67,7 @@ def test_trimmed_mean_drops_both_tails() -> None:
         (1.0, -50.0, 0.0), (2.0, 0.0, 0.0), (3.0, 1.0, 0.0), (4.0, 2.0, 0.0), (100.0, 3.0, 0.0)
     )
 
-    result = TrimmedMean(trim_fraction=0.2, guard=NO_OUTLIER_TEST).aggregate(ZERO3, rows)
+    result = TrimmedMean(trim_fraction=0.2, guard=NO_ROUND_TESTS).aggregate(ZERO3, rows)
 
     # One value trimmed at each end of every coordinate: mean(2, 3, 4), mean(0, 1, 2).
     np.testing.assert_array_equal(result.weights["w"], f32(3.0, 1.0, 0.0))
@@ -79,7 +79,7 @@ def test_trimmed_mean_with_nothing_to_trim_is_plain_mean() -> None:
     )
 
     # floor(0.1 * 5) = 0 values trimmed; samples are ignored.
-    result = TrimmedMean(trim_fraction=0.1, guard=NO_OUTLIER_TEST).aggregate(ZERO3, rows)
+    result = TrimmedMean(trim_fraction=0.1, guard=NO_ROUND_TESTS).aggregate(ZERO3, rows)
 
     np.testing.assert_allclose(result.weights["w"], f32(22.0, -8.8, 0.0), rtol=1e-6)
 

@@ -120,7 +120,8 @@ def test_non_finite_value_rejected(bad_value: float) -> None:
 
 
 def test_outlier_norm_rejected() -> None:
-    # median 1.05, MAD 0.1, spread 0.14826: z(site d) = 8.95 / 0.14826 = 60.4
+    # median 1.05, MAD 0.1: 1.4826 * MAD = 0.148 is below the floor 0.25 * 1.05 = 0.2625,
+    # so z(site d) = 8.95 / 0.2625 = 34.1.
     norms = {"a": 1.0, "b": 1.1, "c": 0.9, "d": 10.0}
 
     rejections = norm_outliers(norms)
@@ -128,7 +129,17 @@ def test_outlier_norm_rejected() -> None:
     assert [r.site_id for r in rejections] == ["d"]
     assert rejections[0].reason is RejectionReason.NORM_OUTLIER
     assert "10" in rejections[0].message
-    assert "60.4" in rejections[0].message
+    assert "34.1" in rejections[0].message
+
+
+def test_outlier_spread_uses_mad_above_floor() -> None:
+    # median 2, MAD 1: spread 1.4826 is above the floor 0.5; z(e) = 8 / 1.4826 = 5.4.
+    norms = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 2.0, "e": 10.0}
+
+    rejections = norm_outliers(norms)
+
+    assert [r.site_id for r in rejections] == ["e"]
+    assert "5.4" in rejections[0].message
 
 
 def test_outlier_test_skipped_below_three_updates() -> None:
@@ -136,10 +147,19 @@ def test_outlier_test_skipped_below_three_updates() -> None:
 
 
 def test_outlier_spread_floored_when_mad_is_zero() -> None:
-    # MAD is 0, so the spread is 5% of the median 1.0: z = 2 for 1.1 and 4 for 1.2.
-    assert norm_outliers({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.1}) == []
-    rejected = norm_outliers({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.2})
+    # MAD is 0, so the spread is 25% of the median 1.0: z = 3.2 for 1.8 and 4 for 2.0.
+    assert norm_outliers({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.8}) == []
+    rejected = norm_outliers({"a": 1.0, "b": 1.0, "c": 1.0, "d": 2.0})
     assert [r.site_id for r in rejected] == ["d"]
+
+
+def test_honest_three_plant_round_not_an_outlier() -> None:
+    # Median 1.9973 and MAD 0.16, the smaller gap to the median: 1.4826 * MAD = 0.2372
+    # gave plant-l z = 1.2189 / 0.2372 = 5.1 under a 5% floor. The 25% floor, 0.4993,
+    # gives z = 2.4.
+    norms = {"plant-h": 1.8373, "plant-l": 3.2162, "plant-m": 1.9973}
+
+    assert norm_outliers(norms) == []
 
 
 def test_small_norm_not_an_outlier() -> None:
