@@ -21,10 +21,12 @@ from coordinator.context import Hq
 from coordinator.evaluation import evaluate_model
 from coordinator.health import HealthHook, HealthThresholds, read_site_health
 from coordinator.lock import CampaignLock
-from coordinator.outcome import apply_round
+from coordinator.outcome import apply_round, reconsider_stop
 from coordinator.persistence import Progress, load_progress, save_progress
 from coordinator.roundplan import choose_sites, plan_round
 from coordinator.rounds import (
+    NOT_STARTED,
+    RECORD_LOST,
     RoundPlan,
     RoundResult,
     await_closure,
@@ -106,6 +108,7 @@ class CampaignRunner:
     def _load_or_start(self) -> Progress:
         progress = load_progress(self.hq, self.config)
         if progress is not None:
+            progress = replace(progress, state=reconsider_stop(self.config, progress.state))
             logger.info(
                 "Campaign %s: resuming at round %d from %s",
                 self.config.id,
@@ -130,34 +133,7 @@ class CampaignRunner:
             )
             plan = replace(plan, server_state_hash=state_hash)
         logger.info("Campaign %s round %d: timing %s", self.config.id, index, timing.reason)
-        attempts: list[RoundResult] = []
-        excluded_sites: set[str] = set()
-        attempt = 1
-        while True:
-            result = self._run_attempt(
-                progress, plan, RoundRef(self.config.id, index, attempt), excluded_sites
-            )
-            attempts.append(result)
-            if result.success or attempt > self.config.failures.round_retries:
-                break
-            excluded_sites |= set(result.failed_datasites)
-            delay_s = retry_delay_s(
-                attempt,
-                self.config.failures.retry_backoff_s,
-                self.config.failures.retry_backoff_max_s,
-                self._rng,
-            )
-            logger.warning(
-                "Campaign %s round %d: attempt %d failed (%s); retrying in %.1f s without %s",
-                self.config.id,
-                index,
-                attempt,
-                result.status,
-                delay_s,
-                ",".join(sorted(excluded_sites)) or "no site",
-            )
-            time.sleep(delay_s)
-            attempt += 1
+        attempts = self._run_attempts(progress, plan, index)
         progress = self._apply(progress, attempts, timing, plan)
         save_progress(self.hq, self.config, progress)
         if self.on_round is not None:
@@ -166,6 +142,37 @@ class CampaignRunner:
                 RoundReport(index, attempts[-1], timing, dict(last.metrics), progress.state)
             )
         return progress
+
+    def _run_attempts(self, progress: Progress, plan: RoundPlan, index: int) -> list[RoundResult]:
+        """Run a round, retrying it with backoff without the sites that failed it."""
+        attempts: list[RoundResult] = []
+        left_out: set[str] = set()
+        for attempt in range(1, self.config.failures.round_retries + 2):
+            ref = RoundRef(self.config.id, index, attempt)
+            result = self._run_attempt(progress, plan, ref, left_out)
+            attempts.append(result)
+            if result.success or attempt > self.config.failures.round_retries:
+                break
+            # A round Redis lost, or one too few sites were ready for, was no site's fault.
+            if result.status not in (RECORD_LOST, NOT_STARTED):
+                left_out |= set(result.failed_datasites)
+            delay_s = retry_delay_s(
+                attempt,
+                self.config.failures.retry_backoff_s,
+                self.config.failures.retry_backoff_max_s,
+                self._rng,
+            )
+            without = f"without {','.join(sorted(left_out))}" if left_out else "with every site"
+            logger.warning(
+                "%s: failed (%s; %s); retrying in %.1f s %s",
+                ref,
+                result.status,
+                _describe_failures(result),
+                delay_s,
+                without,
+            )
+            time.sleep(delay_s)
+        return attempts
 
     def _apply(
         self, progress: Progress, attempts: list[RoundResult], timing: RoundTiming, plan: RoundPlan
@@ -253,3 +260,10 @@ class CampaignRunner:
         else:
             closure = await_closure(self.hq, ref, timeout_s=1.0)
         return result_from_closure(self.hq, record.spec, closure, 0.0)
+
+
+def _describe_failures(result: RoundResult) -> str:
+    reasons = {**result.excluded_datasites, **result.failed_datasites}
+    if not reasons:
+        return "no site failed"
+    return "; ".join(f"{site}: {reason}" for site, reason in sorted(reasons.items()))

@@ -16,6 +16,7 @@ from coordinator.context import Hq
 from coordinator.health import HealthHook
 from coordinator.manager import ParallelExecutionManager
 from coordinator.persistence import load_progress
+from coordinator.precheck import check_campaign
 from coordinator.report import campaign_report_html
 from coordinator.stats import build_report
 from coordinator.summary import CampaignSummary, summarize
@@ -30,6 +31,7 @@ def campaign_run(settings: Settings, args: argparse.Namespace) -> int:
         importlib.import_module(module)
     hooks = [load_hook(spec) for spec in args.health_hooks]
     config = load_campaign_config(args.campaign_file)
+    check_campaign(config, settings)
     hq = Hq.connect(settings, listen=True)
     try:
         _wait_for_sites(hq, config, args.ready_timeout)
@@ -57,9 +59,26 @@ def load_hook(spec: str) -> HealthHook:
     return cast(HealthHook, hook)
 
 
+def campaign_check(settings: Settings, args: argparse.Namespace) -> int:
+    """Validate a campaign file against its trainer and these settings, without running it."""
+    for module in args.plugins:
+        importlib.import_module(module)
+    config = load_campaign_config(args.campaign_file)
+    trainer = check_campaign(config, settings)
+    sites = ", ".join(config.sites) if config.sites else "every ready site"
+    print(
+        f"campaign {config.id} is valid: {config.rounds} rounds of {trainer.name} on {sites} "
+        f"(at least {config.min_sites}), strategy {config.strategy.name.value}, "
+        f"preset {config.round.preset.value}, checkpoints in {config.checkpoint_dir}"
+    )
+    return 0
+
+
 def _wait_for_sites(hq: Hq, config: CampaignConfig, timeout_s: float) -> None:
     manager = ParallelExecutionManager(hq, min_datasites=config.min_sites)
-    readiness = manager.wait_for_datasites_ready(timeout_s=timeout_s, expected=config.sites or None)
+    readiness = manager.wait_for_datasites_ready(
+        timeout_s=timeout_s, expected=config.sites or None, trainer=config.trainer
+    )
     if not readiness.ready:
         raise NotEnoughSitesError(f"campaign {config.id}: {readiness.describe()}")
 

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from coordinator.aggregation import (
     DEFAULT_MAX_NORM_Z,
+    DEFAULT_MIN_COSINE,
     PARAMETER_DEFAULTS,
     StrategyConfig,
     StrategyName,
@@ -135,7 +136,7 @@ STRATEGY_PARAMS: dict[StrategyName, tuple[str, ...]] = {
 }
 
 #: Guard parameters every strategy accepts.
-GUARD_PARAMS = ("clip_norm", "max_norm_z")
+GUARD_PARAMS = ("clip_norm", "max_norm_z", "min_cosine")
 
 _TOP_KEYS = (
     "id",
@@ -399,8 +400,22 @@ def _read_strategy(section: _Section) -> StrategyConfig:
             )
         else:
             values[key] = params_section.number(key, default, low=0.0)
-    if "max_norm_z" in params_section:
+    # TOML has no null: ``false`` turns a screen off.
+    if params_section.get("max_norm_z", None) is False:
+        values["max_norm_z"] = None
+    elif "max_norm_z" in params_section:
         values["max_norm_z"] = params_section.number("max_norm_z", DEFAULT_MAX_NORM_Z, low=0.0)
+    if params_section.get("min_cosine", None) is False:
+        values["min_cosine"] = None
+    elif "min_cosine" in params_section:
+        values["min_cosine"] = params_section.number(
+            "min_cosine",
+            DEFAULT_MIN_COSINE,
+            low=-1.0,
+            low_inclusive=True,
+            high=1.0,
+            high_inclusive=False,
+        )
     if params_section.get("clip_norm", None) == "auto":
         values["clip_norm"] = "auto"
     elif "clip_norm" in params_section:

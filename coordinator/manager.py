@@ -94,24 +94,23 @@ class ParallelExecutionManager:
         min_datasites: int | None = None,
         timeout_s: float = 60.0,
         expected: Sequence[str] | None = None,
+        trainer: str | None = None,
     ) -> Readiness:
         """Wait until at least ``min_datasites`` can train, at most ``timeout_s``.
 
         Returns as soon as the minimum is met. On time-out, the result names every
-        datasite that is not ready and why.
+        datasite that is not ready and why. With ``trainer``, a site that does not
+        offer that trainer does not count as ready.
         """
         required = min_datasites if min_datasites is not None else self.min_datasites
         started = time.monotonic()
         while True:
             health = self.get_datasite_health(expected)
-            ready = [s for s, h in health.items() if h.verdict.can_train]
+            missing = {s: _not_ready_reason(h, trainer) for s, h in health.items()}
+            missing = {s: reason for s, reason in missing.items() if reason}
+            ready = [s for s in health if s not in missing]
             waited_s = time.monotonic() - started
             if len(ready) >= required or waited_s >= timeout_s:
-                missing = {
-                    s: f"{h.verdict.value}: {h.reason}"
-                    for s, h in health.items()
-                    if not h.verdict.can_train
-                }
                 return Readiness(len(ready) >= required, ready, missing, required, waited_s)
             time.sleep(min(READY_POLL_S, max(0.0, timeout_s - waited_s)))
 
@@ -177,3 +176,13 @@ class ParallelExecutionManager:
             closed_at_deadline=result.status == CloseReason.DEADLINE,
         )
         update_reliability(self.reliability, result, deadline_s)
+
+
+def _not_ready_reason(health: SiteHealth, trainer: str | None) -> str:
+    """Return why a site cannot train now, or an empty string when it can."""
+    if not health.verdict.can_train:
+        return f"{health.verdict.value}: {health.reason}"
+    offered = health.liveness.trainers if health.liveness else ()
+    if trainer is not None and trainer not in offered:
+        return f"does not offer trainer {trainer!r} (offers: {', '.join(offered) or 'none'})"
+    return ""

@@ -13,7 +13,7 @@ from dataclasses import replace
 from coordinator.checkpoint import CampaignState, RoundSummary
 from coordinator.config import CampaignConfig
 from coordinator.reliability import SiteReliability, record_round
-from coordinator.rounds import RoundResult
+from coordinator.rounds import RECORD_LOST, RoundResult
 from coordinator.stats import update_reliability
 from coordinator.tuning import RoundTiming
 from coordinator.waiting import CloseReason
@@ -40,7 +40,9 @@ def apply_round(
     final = attempts[-1]
     index = state.next_round
     reliability = dict(state.reliability)
-    for attempt in attempts:
+    # A round whose record Redis lost says nothing about its sites.
+    counted = [a for a in attempts if a.status != RECORD_LOST]
+    for attempt in counted:
         update_reliability(reliability, attempt, timing.deadline_s)
     summary = RoundSummary(
         round_index=index,
@@ -63,8 +65,8 @@ def apply_round(
     stats = record_round(
         state.stats,
         completed=final.success,
-        participations=sum(a.participants for a in attempts),
-        failures=sum(len(a.failed_datasites) for a in attempts),
+        participations=sum(a.participants for a in counted),
+        failures=sum(len(a.failed_datasites) for a in counted),
         expected=len(config.sites) or final.participants + len(final.excluded_datasites),
         adaptive_wait=final.status in _ADAPTIVE,
         closed_early=final.status in _ADAPTIVE,
@@ -79,11 +81,17 @@ def apply_round(
         history=(*state.history, summary),
         stats=stats,
         reliability=reliability,
-        quarantine=_quarantine(config, state.quarantine, reliability, index),
+        quarantine=_quarantine(
+            config,
+            state.quarantine,
+            reliability,
+            index,
+            {site for a in counted for site in a.rejected_datasites},
+        ),
         last_selected_round={**state.last_selected_round, **selected},
     )
     state = _track_best(config, state, metrics, metric_name, higher_is_better, final)
-    return _check_stop(config, state)
+    return check_stop(config, state)
 
 
 def _quarantine(
@@ -91,10 +99,17 @@ def _quarantine(
     quarantine: Mapping[str, int],
     reliability: Mapping[str, SiteReliability],
     index: int,
+    rejected_now: set[str],
 ) -> dict[str, int]:
+    """Quarantine sites whose last updates were all rejected, this round's included.
+
+    Only a site rejected in this round is judged, so one that comes back from
+    quarantine is not sent straight back for the rejections that put it there.
+    """
     limit = config.failures.quarantine_after_rejections
     updated = {site: until for site, until in quarantine.items() if until > index + 1}
-    for site, rel in reliability.items():
+    for site in sorted(rejected_now):
+        rel = reliability[site]
         recent = rel.recent[-limit:]
         rejected_every_time = all(s is OutcomeStatus.REJECTED for s in recent)
         if limit > 0 and len(recent) == limit and rejected_every_time and site not in updated:
@@ -135,7 +150,27 @@ def _track_best(
     return replace(state, rounds_without_improvement=state.rounds_without_improvement + 1)
 
 
-def _check_stop(config: CampaignConfig, state: CampaignState) -> CampaignState:
+def reconsider_stop(config: CampaignConfig, state: CampaignState) -> CampaignState:
+    """Clear a stopped campaign's verdict when the current configuration would not stop it.
+
+    An operator who raises ``failures.max_failure_rate`` or the early-stopping
+    patience in the campaign file, then runs the campaign again, continues it.
+    """
+    if state.stopped_reason is None:
+        return state
+    rechecked = check_stop(config, replace(state, stopped_reason=None))
+    if rechecked.stopped_reason is not None:
+        return state
+    logger.info(
+        "Campaign %s: was stopped (%s); the current file no longer stops it, continuing",
+        config.id,
+        state.stopped_reason,
+    )
+    return rechecked
+
+
+def check_stop(config: CampaignConfig, state: CampaignState) -> CampaignState:
+    """Return ``state`` with a stop verdict when early stopping or the failure limit says so."""
     patience = config.early_stopping.patience
     if patience is not None and state.rounds_without_improvement >= patience:
         reason = (

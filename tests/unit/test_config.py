@@ -245,3 +245,17 @@ def test_example_configs_load(name: str) -> None:
 
     assert config.rounds > 0
     assert config.checkpoint_dir.is_absolute()
+
+
+def test_screens_turned_off_with_false() -> None:
+    config = campaign_config_from_dict(
+        minimal(strategy={"name": "fedavg", "params": {"max_norm_z": False, "min_cosine": False}})
+    )
+
+    assert config.strategy.max_norm_z is None
+    assert config.strategy.min_cosine is None
+
+
+def test_min_cosine_out_of_range_rejected() -> None:
+    with pytest.raises(ConfigError, match="strategy.params.min_cosine"):
+        campaign_config_from_dict(minimal(strategy={"name": "fedavg", "params": {"min_cosine": 2}}))

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from coordinator.checkpoint import CampaignState
 from coordinator.config import campaign_config_from_dict
-from coordinator.outcome import apply_round
+from coordinator.outcome import apply_round, reconsider_stop
 from coordinator.rounds import RoundResult
 from coordinator.tuning import RoundTiming
 from plantfed.keys import RoundRef
@@ -133,5 +133,45 @@ def test_quarantine_expires() -> None:
     state = replace(start(), next_round=4, quarantine={"c": 5})
 
     state = apply_round(config(), state, [result(4, True)], TIMING, {}, "f1", True)
+
+    assert state.quarantine == {}
+
+
+def test_round_lost_by_redis_not_charged_to_sites() -> None:
+    lost = result(0, False, completed=(), failed={"a": "round record lost", "b": "round record lost"},
+                  status="record_lost")  # fmt: skip
+    attempts = [lost, result(0, True)]
+
+    state = apply_round(config(), start(), attempts, TIMING, {}, "f1", True)
+
+    assert state.stats.datasite_failures == 0
+    assert state.stats.total_participations == 2
+    assert state.stats.retries == 1
+    assert state.reliability["a"].failures == 0
+    assert state.reliability["a"].successes == 1
+
+
+def test_stopped_campaign_continues_after_limit_raised() -> None:
+    strict = config(failures={"max_failure_rate": 0.5})
+    state = start()
+    for index in range(3):
+        state = apply_round(strict, state, [result(index, False)], TIMING, {}, "f1", True)
+    relaxed = config(failures={"max_failure_rate": 1.0})
+
+    assert reconsider_stop(strict, state).stopped_reason is not None
+    assert reconsider_stop(relaxed, state).stopped_reason is None
+
+
+def test_site_back_from_quarantine_not_requarantined() -> None:
+    cfg = config(failures={"quarantine_after_rejections": 2, "quarantine_rounds": 1})
+    state = start()
+    for index in range(2):
+        attempt = result(index, True, completed=("a", "b"), failed={"c": "rejected: NaN"},
+                         rejected={"c": "rejected: NaN"})  # fmt: skip
+        state = apply_round(cfg, state, [attempt], TIMING, {}, "f1", True)
+    assert state.quarantine == {"c": 3}
+
+    state = apply_round(cfg, state, [result(2, True)], TIMING, {}, "f1", True)
+    state = apply_round(cfg, state, [result(3, True)], TIMING, {}, "f1", True)
 
     assert state.quarantine == {}

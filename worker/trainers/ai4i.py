@@ -213,6 +213,15 @@ class Ai4iTrainer:
 
     name = "ai4i-mlp"
 
+    #: Metrics ``summarize`` returns, by name.
+    metric_names = ("f1", "precision", "recall", "accuracy", "loss")
+
+    def check_params(self, params: TrainParams) -> None:
+        """Raise ``ConfigError`` for an unknown or out-of-range parameter."""
+        mlp.check_param_names(params, PARAM_NAMES, self.name)
+        mlp.fit_config_from_params(params, DEFAULTS)
+        mlp.read_float(params, "pos_weight", DEFAULT_POS_WEIGHT, 1e-6)
+
     @property
     def primary_metric(self) -> str:
         """F1 score of the failure class."""

@@ -186,6 +186,14 @@ class CmapssTrainer:
 
     name = "cmapss-rul"
 
+    #: Metrics ``summarize`` returns, by name.
+    metric_names = ("rmse", "mae")
+
+    def check_params(self, params: TrainParams) -> None:
+        """Raise ``ConfigError`` for an unknown or out-of-range parameter."""
+        mlp.check_param_names(params, mlp.FIT_PARAM_NAMES, self.name)
+        mlp.fit_config_from_params(params, DEFAULTS)
+
     @property
     def primary_metric(self) -> str:
         """Root mean squared error in cycles."""
