@@ -259,7 +259,8 @@ class CampaignRunner:
             closure = self._await_or_take_over(record)
         else:
             closure = await_closure(self.hq, ref, timeout_s=1.0)
-        return result_from_closure(self.hq, record.spec, closure, 0.0)
+        elapsed_s = (record.closing_unix_s or time.time()) - record.spec.opened_unix_s
+        return result_from_closure(self.hq, record.spec, closure, max(0.0, elapsed_s))
 
 
 def _describe_failures(result: RoundResult) -> str:
