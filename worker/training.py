@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import replace
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from plantfed.errors import PlantfedError
@@ -108,8 +109,7 @@ def _record(
     blob_created: bool,
 ) -> SiteOutcome:
     try:
-        recorded = _offer(runtime, outcome, request.update_ttl_s)
-        stored = runtime.rounds.outcomes(ref).get(request.site_id)
+        recorded, stored = _offer_and_read(runtime, ref, outcome, request.update_ttl_s)
     except Exception as exc:  # Redis unreachable: the round never saw this outcome
         logger.error("%s site %s: could not record outcome: %s", ref, request.site_id, exc)
         return replace(
@@ -132,6 +132,23 @@ def _record(
         status=OutcomeStatus.DISCARDED,
         error=f"discarded at finish: {recorded.name.lower().replace('_', ' ')}",
     )
+
+
+def _offer_and_read(
+    runtime: PlantRuntime, ref: RoundRef, outcome: SiteOutcome, ttl_s: float
+) -> tuple[RecordResult, SiteOutcome | None]:
+    """Offer the outcome and read back what the round stored for the site.
+
+    A time-limit signal that lands inside a Redis call can leave a connection
+    half read, so a failed attempt drops the pooled connections and tries once more.
+    """
+    try:
+        recorded = _offer(runtime, outcome, ttl_s)
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("%s site %s: recording failed, retrying: %s", ref, outcome.site_id, exc)
+        runtime.client.connection_pool.disconnect()
+        recorded = _offer(runtime, outcome, ttl_s)
+    return recorded, runtime.rounds.outcomes(ref).get(outcome.site_id)
 
 
 def _offer(runtime: PlantRuntime, outcome: SiteOutcome, ttl_s: float) -> RecordResult:

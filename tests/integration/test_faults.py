@@ -189,7 +189,7 @@ def test_sigstop_plant_left_behind(federation):
     assert result.completed_datasites == ["plant-a", "plant-b"]
     assert result.failed_datasites["plant-c"].startswith("lost")
     assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0])
-    assert late["status"] == OutcomeStatus.DISCARDED.value
+    assert late["status"] == OutcomeStatus.DISCARDED.value, late
     assert "discarded" in late["error"]
     assert "plant-c" not in fed.hq.rounds.outcomes(result.ref)
     record = fed.hq.rounds.load(result.ref)
