@@ -9,6 +9,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import kombu.exceptions
+import redis
 
 from coordinator.processes import die_with_parent
 from plantfed.errors import PlantfedError
@@ -31,14 +35,53 @@ def parse_duration_s(text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
 
 
-def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+def parse_positive_duration_s(text: str) -> float:
+    """Parse a duration like ``parse_duration_s`` and reject zero."""
+    duration_s = parse_duration_s(text)
+    if duration_s <= 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: must be longer than 0 (e.g. 30m or 2h)"
+        )
+    return duration_s
+
+
+def parse_positive_int(text: str) -> int:
+    """Parse a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: use a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: must be at least 1")
+    return value
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """Add ``--broker``, ``--config`` and ``--log-level`` to ``parser``.
+
+    A sub-subcommand copies its values onto the namespace its parent command
+    filled, defaults included. So the ``nested`` copies default to SUPPRESS, and a
+    value given before the sub-subcommand survives when it is not repeated after it.
+    """
+    default = argparse.SUPPRESS if nested else None
     parser.add_argument(
-        "--broker", metavar="URL", help="Redis URL of the broker (overrides settings)"
+        "--broker",
+        default=default,
+        metavar="URL",
+        help="Redis URL of the broker (overrides settings)",
     )
     parser.add_argument(
-        "--config", type=Path, metavar="FILE", help="settings file ([plantfed] table)"
+        "--config",
+        default=default,
+        type=Path,
+        metavar="FILE",
+        help="settings file ([plantfed] table)",
     )
-    parser.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS if nested else "INFO",
+        help="log level (default INFO)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,12 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="module to import at start, which registers extra trainers",
     )
-    worker.add_argument("--concurrency", type=int, default=1, help="pool processes (default 1)")
+    worker.add_argument(
+        "--concurrency", type=parse_positive_int, default=1, help="pool processes (default 1)"
+    )
     worker.add_argument("--hostname", help="host part of the worker name (default: this host)")
 
     hq = commands.add_parser("hq-worker", help="run the HQ worker that closes rounds")
     _add_connection_options(hq)
-    hq.add_argument("--concurrency", type=int, default=2, help="pool processes (default 2)")
+    hq.add_argument(
+        "--concurrency", type=parse_positive_int, default=2, help="pool processes (default 2)"
+    )
     hq.add_argument("--hostname", help="host part of the worker name (default: this host)")
 
     sites = commands.add_parser("sites", help="show site health, drain or undrain a site")
@@ -85,21 +132,30 @@ def build_parser() -> argparse.ArgumentParser:
     sites.add_argument("--json", action="store_true", help="print JSON instead of a table")
     site_commands = sites.add_subparsers(dest="site_command")
     drain = site_commands.add_parser("drain", help="take a site out of rounds for maintenance")
+    _add_connection_options(drain, nested=True)
     drain.add_argument("site")
     drain.add_argument(
         "--for",
         dest="for_s",
-        type=parse_duration_s,
+        type=parse_positive_duration_s,
         metavar="DURATION",
         help="drain for this long (e.g. 30m, 2h); default until undrained",
     )
     drain.add_argument("--reason", default="maintenance", help="shown to operators")
     undrain = site_commands.add_parser("undrain", help="return a drained site to service")
+    _add_connection_options(undrain, nested=True)
     undrain.add_argument("site")
     forget = site_commands.add_parser("forget", help="remove a retired site from the list")
+    _add_connection_options(forget, nested=True)
     forget.add_argument("site")
     wait = site_commands.add_parser("wait", help="wait until enough sites are ready")
-    wait.add_argument("--min", dest="min_sites", type=int, default=2, help="sites needed")
+    _add_connection_options(wait, nested=True)
+    wait.add_argument(
+        "--min",
+        dest="min_sites",
+        type=parse_positive_int,
+        help="ready sites needed (default: the number of --site given, else 2)",
+    )
     wait.add_argument(
         "--timeout",
         dest="timeout_s",
@@ -116,9 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     campaign = commands.add_parser("campaign", help="run a campaign or show its status")
+    _add_connection_options(campaign)
     campaign_commands = campaign.add_subparsers(dest="campaign_command", required=True)
     run = campaign_commands.add_parser("run", help="run (or resume) the campaign in CONFIG")
-    _add_connection_options(run)
+    _add_connection_options(run, nested=True)
     run.add_argument("campaign_file", type=Path, metavar="CONFIG")
     run.add_argument("--max-rounds", type=int, help="run at most this many rounds, then exit")
     run.add_argument(
@@ -151,13 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="function(site_health) returning a reason to keep a site out, or None",
     )
+    check = campaign_commands.add_parser(
+        "check", help="validate CONFIG against its trainer and these settings, without running"
+    )
+    check.add_argument("campaign_file", type=Path, metavar="CONFIG")
+    check.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        dest="plugins",
+        metavar="MODULE",
+        help="module to import first, which registers extra trainers",
+    )
+    _add_connection_options(check, nested=True)
     status = campaign_commands.add_parser("status", help="print progress and statistics")
-    _add_connection_options(status)
+    _add_connection_options(status, nested=True)
     status.add_argument("campaign_file", type=Path, metavar="CONFIG")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     report = campaign_commands.add_parser("report", help="write an HTML report with plots")
-    _add_connection_options(report)
+    _add_connection_options(report, nested=True)
     report.add_argument("campaign_file", type=Path, metavar="CONFIG")
     report.add_argument("--out", type=Path, required=True, metavar="PATH", help="HTML file")
 
@@ -207,6 +277,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlantfedError as exc:
         print(f"plantfed: error: {exc}", file=sys.stderr)
         return 2
+    except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
+        where = _broker_for_message(args)
+        print(
+            f"plantfed: error: cannot reach Redis at {where}: {str(exc).rstrip('.')}; "
+            "check PLANTFED_BROKER_URL",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:
+        print(f"plantfed: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("plantfed: interrupted", file=sys.stderr)
         return 130
@@ -214,6 +295,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without the password of its user part."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{parts.hostname}{port}"))
+
+
+def describe_os_error(exc: OSError) -> str:
+    """Return a one-line description of a failed file operation, with the file it concerns."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    return f"{reason}: {exc.filename}"
+
+
+def _broker_for_message(args: argparse.Namespace) -> str:
+    try:
+        url = _settings(args).broker_url
+    except (PlantfedError, OSError):
+        url = args.broker
+    return redact_url(url) if url else "the embedded redis-server"
 
 
 def _settings(args: argparse.Namespace) -> Settings:

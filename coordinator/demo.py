@@ -1,31 +1,36 @@
 """``plantfed demo``: a whole federation on one machine, on real or synthetic plant data.
 
-It starts an embedded Redis when no broker is configured, the HQ worker and one
-plant worker per site as child processes, runs a campaign of AI4I 2020 rounds,
-prints a table row per round, and stops everything it started, also on Ctrl-C,
-SIGTERM and errors.
+It checks its arguments and data first, then starts an embedded Redis when no
+broker is configured, the HQ worker and one plant worker per site as child
+processes. It runs a campaign of AI4I 2020 or C-MAPSS rounds, prints a table
+row per round, and stops everything it started, also on Ctrl-C, SIGTERM and
+errors. On a configured broker, which real plants may share, its site ids, Redis
+keys and HQ queue carry a random demo prefix, so no other worker takes its tasks.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
+import secrets
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coordinator.campaign import CampaignRunner, RoundReport
 from coordinator.campaign_cli import describe_summary, write_json
+from coordinator.cli import redact_url
 from coordinator.config import campaign_config_from_dict
 from coordinator.context import Hq
-from coordinator.demo_data import WORKLOADS, Workload, prepare_data
+from coordinator.demo_data import WORKLOADS, Workload, check_demo_request, prepare_data
 from coordinator.localfed import LocalFederation, PlantSpec
-from plantfed.errors import PlantfedError
 from plantfed.modelio import decode_weights
 from plantfed.settings import Settings
 from worker.trainers.cmapss import official_test_rmse
@@ -38,14 +43,58 @@ SYNTHETIC_ROWS = 10_000
 _ROW = "{:>5}  {:>9}  {:>7}  {:<18}"
 
 
+@dataclass(frozen=True)
+class DemoNamespace:
+    """Names that keep a demo apart from a deployment on the same broker."""
+
+    site_prefix: str
+    key_prefix: str
+    hq_queue: str
+
+    @classmethod
+    def create(cls, settings: Settings, token: str | None = None) -> DemoNamespace:
+        """Return names derived from ``settings`` and ``token`` (default: 4 random hex digits)."""
+        token = token or secrets.token_hex(2)
+        return cls(
+            site_prefix=f"demo-{token}",
+            key_prefix=f"{settings.key_prefix}-demo-{token}",
+            hq_queue=f"{settings.hq_queue}-demo-{token}",
+        )
+
+    def apply(
+        self, settings: Settings, data_files: dict[str, Path]
+    ) -> tuple[Settings, dict[str, Path]]:
+        """Return ``settings`` with this key prefix and HQ queue, and the files by prefixed site."""
+        isolated = dataclasses.replace(settings, key_prefix=self.key_prefix, hq_queue=self.hq_queue)
+        renamed = {f"{self.site_prefix}-{site}": path for site, path in data_files.items()}
+        return isolated, renamed
+
+    def describe(self) -> str:
+        """Return the output line that reports these names to the user."""
+        return (
+            f"shared broker: demo sites are named {self.site_prefix}-*, with Redis key prefix "
+            f"{self.key_prefix} and HQ queue {self.hq_queue}, so workers of a deployment on "
+            "this broker do not take the demo's tasks"
+        )
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the demo; returns 0 when every round completed."""
-    if args.sites < 2:
-        raise PlantfedError(f"--sites must be at least 2 for a federation, found {args.sites}")
+    """Run the demo; returns 0 when every round completed.
+
+    Raises
+    ------
+    PlantfedError
+        When an argument or the data is invalid, before any process starts.
+    """
     workload = WORKLOADS[args.workload]
+    check_demo_request(workload, args.data, args.sites, args.rounds, args.summary)
     with _workdir(args.workdir) as workdir:
         data_files, source = prepare_data(workload, args.data, args.sites, workdir / "data")
         print(source, flush=True)
+        if settings.broker_url:
+            namespace = DemoNamespace.create(settings)
+            settings, data_files = namespace.apply(settings, data_files)
+            print(namespace.describe(), flush=True)
         return _run_federation(settings, args, workload, workdir, data_files, source)
 
 
@@ -86,8 +135,8 @@ def _run_federation(
         print("\ninterrupted: stopping workers", file=sys.stderr)
         return 130
     finally:
-        count = len(federation.children)
         federation.stop()
+        count = federation.stopped_processes
         kept = f"; logs are in {workdir / 'logs'}" if args.workdir else ""
         print(f"stopped {count} workers{kept}", file=sys.stderr)
 
@@ -99,7 +148,7 @@ def _print_broker(federation: LocalFederation) -> None:
             flush=True,
         )
     else:
-        print(f"broker: {federation.broker_url} (configured)", flush=True)
+        print(f"broker: {redact_url(federation.broker_url)} (configured)", flush=True)
 
 
 def _run_campaign(

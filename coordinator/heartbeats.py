@@ -70,6 +70,11 @@ class HeartbeatMonitor:
         with self._lock:
             return self._beats.get(worker)
 
+    def beats(self, prefix: str = "") -> list[WorkerBeat]:
+        """Return the last heartbeat of each worker whose name starts with ``prefix``, by name."""
+        with self._lock:
+            return [beat for name, beat in sorted(self._beats.items()) if name.startswith(prefix)]
+
     def listening_s(self) -> float:
         """Seconds the stream has been consumed without interruption; 0 when disconnected."""
         with self._lock:

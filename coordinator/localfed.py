@@ -7,14 +7,16 @@ deployment runs, and stops all of them by pid, also when something fails.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.context import Hq
+from coordinator.health import SiteHealth, Verdict
 from coordinator.manager import ParallelExecutionManager
 from coordinator.processes import ChildProcess, hq_worker_argv, plant_worker_argv, stop_all
 from plantfed.errors import NotEnoughSitesError, PlantfedError
@@ -45,7 +47,8 @@ class LocalFederation:
     """Starts and stops the processes of a one-machine federation.
 
     Without ``settings.broker_url`` a private ``redis-server`` is started on a
-    free loopback port and stopped at the end.
+    free loopback port and stopped at the end. ``stopped_processes`` counts the
+    worker processes ``stop`` has stopped so far.
     """
 
     settings: Settings
@@ -58,6 +61,7 @@ class LocalFederation:
     children: list[ChildProcess] = field(default_factory=list)
     plant_processes: dict[str, ChildProcess] = field(default_factory=dict)
     hq: Hq | None = None
+    stopped_processes: int = 0
 
     def start(self) -> LocalFederation:
         """Start everything and wait until every site is ready."""
@@ -115,7 +119,17 @@ class LocalFederation:
         return child
 
     def wait_ready(self, site_ids: Sequence[str], timeout_s: float | None = None) -> None:
-        """Wait until every site in ``site_ids`` can train."""
+        """Wait until every site in ``site_ids`` can train.
+
+        Raises
+        ------
+        PlantfedError
+            When a worker exits, or as soon as the worker of every site still
+            missing reports unusable local data; the message gives each reason.
+        NotEnoughSitesError
+            When the sites are not ready within ``timeout_s`` (default
+            ``startup_timeout_s``).
+        """
         assert self.hq is not None
         limit_s = timeout_s or self.startup_timeout_s
         manager = ParallelExecutionManager(self.hq, min_datasites=len(site_ids))
@@ -128,8 +142,20 @@ class LocalFederation:
             readiness = manager.wait_for_datasites_ready(timeout_s=0.5, expected=site_ids)
             if readiness.ready:
                 return
-            if time.monotonic() - started > limit_s:
-                raise NotEnoughSitesError(readiness.describe())
+
+            # A worker reads its data once, at start, so its faulty verdict is final.
+            health = manager.get_datasite_health(site_ids)
+            faulty = unusable_data_reasons(health, self._plant_pids())
+            if faulty is not None:
+                listed = "; ".join(f"{site}: {reason}" for site, reason in sorted(faulty.items()))
+                raise PlantfedError(f"plant workers cannot use their local data: {listed}")
+            now = time.monotonic()
+            if now - started > limit_s:
+                waited = dataclasses.replace(readiness, waited_s=now - started)
+                raise NotEnoughSitesError(waited.describe())
+
+    def _plant_pids(self) -> dict[str, int]:
+        return {site: child.pid for site, child in self.plant_processes.items() if child.alive()}
 
     def stop(self) -> None:
         """Stop every process this federation started, by pid, and its Redis."""
@@ -137,6 +163,7 @@ class LocalFederation:
             self.hq.close()
             self.hq = None
         stop_all(self.children)
+        self.stopped_processes += len(self.children)
         self.children.clear()
         if self.redis is not None:
             self.redis.close()
@@ -147,3 +174,25 @@ class LocalFederation:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def unusable_data_reasons(
+    health: Mapping[str, SiteHealth], plant_pids: Mapping[str, int]
+) -> dict[str, str] | None:
+    """Return the reason of each site that cannot train, when all of them have unusable data.
+
+    A site counts only when its faulty verdict comes from the worker process
+    serving it now (by pid), not from a liveness key an earlier worker left.
+    Returns None when a site that cannot train is not faulty in that way, so it
+    may still become ready, or when every site can train.
+    """
+    reasons: dict[str, str] = {}
+    for site_id, site in health.items():
+        if site.verdict.can_train:
+            continue
+        live = site.liveness
+        current = live is not None and plant_pids.get(site_id) == live.pid
+        if site.verdict is not Verdict.FAULTY or not current:
+            return None
+        reasons[site_id] = site.reason
+    return reasons or None

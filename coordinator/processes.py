@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 #: Set in a child's environment to the pid of the process that must outlive it.
 PARENT_PID_ENV = "PLANTFED_PARENT_PID"
+
+#: Seconds an orphaned child gets for its warm shutdown before its group is killed.
+ORPHAN_GRACE_S = 15.0
 
 #: Linux prctl option that delivers a signal to a process when its parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -88,11 +93,14 @@ class ChildProcess:
 
 
 def die_with_parent() -> None:
-    """Ask Linux to send SIGTERM to this process when the process that started it dies.
+    """Stop this process when the process that started it dies.
 
     Child workers of the demo, tests and benchmarks call this at start, so a
-    parent killed with SIGKILL leaves no worker behind. It does nothing when the
-    process was not started by ``ChildProcess`` or the platform is not Linux.
+    parent killed with SIGKILL leaves no worker behind. Linux sends SIGTERM, a
+    warm shutdown, at once; a watchdog thread kills the whole process group
+    ``ORPHAN_GRACE_S`` later, because a warm shutdown can wait forever on a
+    Redis that died with the parent. It does nothing when the process was not
+    started by ``ChildProcess`` or the platform is not Linux.
     """
     parent = os.environ.get(PARENT_PID_ENV)
     if not parent or not sys.platform.startswith("linux"):
@@ -101,8 +109,16 @@ def die_with_parent() -> None:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    threading.Thread(target=_kill_group_when_orphaned, args=(int(parent),), daemon=True).start()
     if os.getppid() != int(parent):
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _kill_group_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    time.sleep(ORPHAN_GRACE_S)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def plantfed_command(*args: str) -> list[str]:

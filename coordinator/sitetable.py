@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from coordinator.health import SiteHealth
+from coordinator.heartbeats import WorkerBeat
 
 _COLUMNS = ("SITE", "VERDICT", "WORKER", "SAMPLES", "TRAINERS", "HEARTBEAT", "REASON")
 
@@ -57,3 +59,22 @@ def format_site_table(health: Mapping[str, SiteHealth]) -> str:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]))
     return "\n".join(lines)
+
+
+def format_hq_workers(
+    beats: Sequence[WorkerBeat], window_s: float, now_monotonic_s: float | None = None
+) -> str:
+    """Return one line naming the HQ workers seen on the event stream, or saying none was."""
+    if not beats:
+        return (
+            f"HQ workers: none seen on the event stream in {window_s:.1f} s; "
+            "start one with plantfed hq-worker"
+        )
+    now_s = time.monotonic() if now_monotonic_s is None else now_monotonic_s
+    described = []
+    for beat in beats:
+        state = "offline" if beat.offline else "online"
+        described.append(
+            f"{beat.worker} ({state}, heartbeat {now_s - beat.last_seen_monotonic_s:.1f}s ago)"
+        )
+    return "HQ workers: " + ", ".join(described)

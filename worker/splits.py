@@ -54,7 +54,7 @@ def split_ai4i_by_type(csv_path: Path, out_dir: Path) -> dict[str, Path]:
     Raises
     ------
     DataError
-        When the file is missing or has no ``Type`` column.
+        When the file is missing, unreadable or has no ``Type`` column.
     """
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as handle:
@@ -65,9 +65,13 @@ def split_ai4i_by_type(csv_path: Path, out_dir: Path) -> dict[str, Path]:
             type_index = header.index("Type")
             rows_by_type: dict[str, list[list[str]]] = defaultdict(list)
             for row in reader:
-                rows_by_type[row[type_index].strip()].append(row)
+                # Blank lines, which the trainers' readers skip too, and rows cut short.
+                if len(row) > type_index:
+                    rows_by_type[row[type_index].strip()].append(row)
     except FileNotFoundError as exc:
         raise DataError(f"{csv_path}: file not found") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: cannot read the file: {exc}") from exc
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -101,17 +105,21 @@ def split_cmapss_by_engine(train_path: Path, out_dir: Path, n_sites: int) -> dic
     Raises
     ------
     DataError
-        When the file is missing or empty.
+        When the file is missing, unreadable, empty or has a unit number that is
+        not a whole number.
     ValueError
         When ``n_sites`` is below 1 or leaves a site with fewer than 2 engines.
     """
     try:
-        lines = [line for line in train_path.read_text().splitlines() if line.strip()]
+        text = train_path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise DataError(f"{train_path}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{train_path}: cannot read the file: {exc}") from exc
     lines_by_unit: dict[int, list[str]] = defaultdict(list)
-    for line in lines:
-        lines_by_unit[int(line.split()[0])].append(line)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            lines_by_unit[_unit_number(train_path, number, line)].append(line)
     units = sorted(lines_by_unit)
     if not units:
         raise DataError(f"{train_path}: no data rows")
@@ -129,6 +137,17 @@ def split_cmapss_by_engine(train_path: Path, out_dir: Path, n_sites: int) -> dic
         (site_dir / train_path.name).write_text("\n".join(site_lines) + "\n")
         sites[f"plant-{index + 1}"] = site_dir
     return sites
+
+
+def _unit_number(path: Path, line_number: int, line: str) -> int:
+    text = line.split()[0]
+    try:
+        unit = float(text)
+    except ValueError:
+        raise DataError(f"{path}, line {line_number}: unit is not a number: {text!r}") from None
+    if not unit.is_integer():
+        raise DataError(f"{path}, line {line_number}: unit is not a whole number: {text!r}")
+    return int(unit)
 
 
 def write_synthetic_ai4i(path: Path, rows: int, seed: int) -> None:

@@ -27,7 +27,7 @@ def plantfed(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
 def verdicts(settings: Settings) -> dict[str, str]:
     shown = plantfed(settings, "sites", "--json")
     assert shown.returncode == 0, shown.stderr
-    return {row["site_id"]: row["verdict"] for row in json.loads(shown.stdout)}
+    return {row["site_id"]: row["verdict"] for row in json.loads(shown.stdout)["sites"]}
 
 
 def test_sites_table_drain_and_undrain(federation, ai4i_plants, settings):

@@ -257,5 +257,5 @@ def test_screens_turned_off_with_false() -> None:
 
 
 def test_min_cosine_out_of_range_rejected() -> None:
-    with pytest.raises(ConfigError, match="strategy.params.min_cosine"):
+    with pytest.raises(ConfigError, match=r"strategy\.params\.min_cosine"):
         campaign_config_from_dict(minimal(strategy={"name": "fedavg", "params": {"min_cosine": 2}}))

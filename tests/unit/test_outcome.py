@@ -138,8 +138,13 @@ def test_quarantine_expires() -> None:
 
 
 def test_round_lost_by_redis_not_charged_to_sites() -> None:
-    lost = result(0, False, completed=(), failed={"a": "round record lost", "b": "round record lost"},
-                  status="record_lost")  # fmt: skip
+    lost = result(
+        0,
+        False,
+        completed=(),
+        failed={"a": "round record lost", "b": "round record lost"},
+        status="record_lost",
+    )
     attempts = [lost, result(0, True)]
 
     state = apply_round(config(), start(), attempts, TIMING, {}, "f1", True)
@@ -166,8 +171,13 @@ def test_site_back_from_quarantine_not_requarantined() -> None:
     cfg = config(failures={"quarantine_after_rejections": 2, "quarantine_rounds": 1})
     state = start()
     for index in range(2):
-        attempt = result(index, True, completed=("a", "b"), failed={"c": "rejected: NaN"},
-                         rejected={"c": "rejected: NaN"})  # fmt: skip
+        attempt = result(
+            index,
+            True,
+            completed=("a", "b"),
+            failed={"c": "rejected: NaN"},
+            rejected={"c": "rejected: NaN"},
+        )
         state = apply_round(cfg, state, [attempt], TIMING, {}, "f1", True)
     assert state.quarantine == {"c": 3}
 

@@ -100,18 +100,25 @@ class Ai4iRows:
     targets: np.ndarray
 
 
+#: Characters read from the start of a file to tell a binary file from CSV text.
+BINARY_CHECK_CHARS = 4096
+
+
 def read_rows(path: Path) -> Ai4iRows:
     """Read an AI4I-format CSV file.
 
     Raises
     ------
     DataError
-        When the file is missing or unreadable, lacks a required column, contains a
+        When the file is missing, unreadable or binary, lacks a required column, contains a
         non-numeric reading, an unknown product type, a target other than 0 or 1,
         or no data rows.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
+            if "\x00" in handle.read(BINARY_CHECK_CHARS):
+                raise DataError(f"{path}: contains NUL bytes, so it is a binary file, not CSV text")
+            handle.seek(0)
             return _parse_rows(path, csv.DictReader(handle))
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc

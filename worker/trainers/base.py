@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from plantfed.errors import PlantfedError
 from plantfed.modelio import Weights
 
 #: Parameter values a campaign may pass to a trainer; they travel as JSON.
@@ -20,7 +21,7 @@ ParamValue = int | float | str | bool
 TrainParams = Mapping[str, ParamValue]
 
 
-class DataError(Exception):
+class DataError(PlantfedError):
     """The plant's local data file is missing, unreadable or not in the trainer's format."""
 
 
