@@ -25,12 +25,10 @@ A campaign file looks like::
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +39,7 @@ from coordinator.aggregation import (
     StrategyConfig,
     StrategyName,
 )
+from coordinator.config_section import Section
 from coordinator.tuning import PRESETS, NetworkPreset, TimingProfile
 from plantfed.errors import ConfigError
 
@@ -49,7 +48,6 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 TrainerParamValue = int | float | str | bool
 _T = TypeVar("_T")
-_E = TypeVar("_E", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -223,7 +221,7 @@ def campaign_config_from_dict(
         Listing every invalid setting, one per line.
     """
     problems: list[str] = []
-    top = _Section(data, "", problems)
+    top = Section(data, "", problems)
     top.reject_unknown(_TOP_KEYS)
 
     campaign_id = top.text("id", required=True, pattern=ID_PATTERN, example='"ai4i-2024-06"')
@@ -267,7 +265,7 @@ def campaign_config_from_dict(
     )
 
 
-def _read_sites(top: _Section) -> tuple[str, ...]:
+def _read_sites(top: Section) -> tuple[str, ...]:
     raw = top.get("sites", [])
     if not isinstance(raw, list):
         top.problem("sites", raw, 'must be a list of site ids, e.g. sites = ["plant-a", "plant-b"]')
@@ -287,7 +285,7 @@ def _read_sites(top: _Section) -> tuple[str, ...]:
     return tuple(sites)
 
 
-def _read_trainer(section: _Section) -> tuple[str | None, dict[str, TrainerParamValue]]:
+def _read_trainer(section: Section) -> tuple[str | None, dict[str, TrainerParamValue]]:
     section.reject_unknown(("name", "params"))
     name = section.text("name", required=True, example='"ai4i-mlp"')
     params: dict[str, TrainerParamValue] = {}
@@ -301,7 +299,7 @@ def _read_trainer(section: _Section) -> tuple[str | None, dict[str, TrainerParam
     return name, params
 
 
-def _read_round(section: _Section) -> RoundConfig:
+def _read_round(section: Section) -> RoundConfig:
     timing_keys = [_FIELD_TO_ROUND_KEY.get(item.name, item.name) for item in fields(TimingProfile)]
     section.reject_unknown((*_SAMPLING_KEYS, *timing_keys))
     preset = section.choice("preset", NetworkPreset, NetworkPreset.WAN)
@@ -330,7 +328,7 @@ def _read_round(section: _Section) -> RoundConfig:
     )
 
 
-def _read_timing_value(section: _Section, key: str, default: float | int) -> float | int:
+def _read_timing_value(section: Section, key: str, default: float | int) -> float | int:
     if key == "min_history_samples":
         return _or(section.integer(key, int(default), minimum=1), int(default))
     if key == "deadline_quantile":
@@ -344,7 +342,7 @@ def _read_timing_value(section: _Section, key: str, default: float | int) -> flo
     return _or(value, float(default))
 
 
-def _order_timing(section: _Section, values: dict[str, float | int], explicit: set[str]) -> None:
+def _order_timing(section: Section, values: dict[str, float | int], explicit: set[str]) -> None:
     # Order matters: the default deadline is fitted under the max before the min is.
     pairs = [
         ("default_deadline_s", "deadline_s"),
@@ -381,7 +379,7 @@ def _order_timing(section: _Section, values: dict[str, float | int], explicit: s
             )
 
 
-def _read_strategy(section: _Section) -> StrategyConfig:
+def _read_strategy(section: Section) -> StrategyConfig:
     section.reject_unknown(("name", "params"))
     name = section.choice("name", StrategyName, StrategyName.FEDAVG)
     params_section = section.table("params")
@@ -427,7 +425,7 @@ def _read_strategy(section: _Section) -> StrategyConfig:
         return StrategyConfig(name=name)
 
 
-def _read_early_stopping(section: _Section) -> EarlyStoppingConfig:
+def _read_early_stopping(section: Section) -> EarlyStoppingConfig:
     section.reject_unknown(("metric", "patience", "min_delta"))
     return EarlyStoppingConfig(
         metric=section.text("metric", None),
@@ -436,7 +434,7 @@ def _read_early_stopping(section: _Section) -> EarlyStoppingConfig:
     )
 
 
-def _read_failures(section: _Section) -> FailureConfig:
+def _read_failures(section: Section) -> FailureConfig:
     section.reject_unknown([item.name for item in fields(FailureConfig)])
     defaults = FailureConfig()
     rate = section.number(
@@ -484,167 +482,3 @@ def _check_site_counts(
 
 def _or(value: _T | None, default: _T) -> _T:
     return default if value is None else value
-
-
-class _Section:
-    """One table of the document; its readers record problems instead of raising."""
-
-    def __init__(self, data: Mapping[str, Any], prefix: str, problems: list[str]) -> None:
-        self._data = data
-        self._prefix = prefix
-        self._problems = problems
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._data
-
-    def items(self) -> Iterable[tuple[str, Any]]:
-        return self._data.items()
-
-    def get(self, key: str, default: Any) -> Any:
-        return self._data.get(key, default)
-
-    def problem_count(self) -> int:
-        return len(self._problems)
-
-    def path(self, key: str) -> str:
-        return f"{self._prefix}.{key}" if self._prefix else key
-
-    def problem(self, key: str, value: Any, fix: str) -> None:
-        self._problems.append(f"{self.path(key)} = {_show(value)}: {fix}")
-
-    def missing(self, key: str, example: str) -> None:
-        self._problems.append(f"{self.path(key)} is missing: add {key} = {example}")
-
-    def reject_unknown(self, known: Iterable[str], context: str = "") -> None:
-        known_keys = sorted(known)
-        for key in self._data:
-            if key in known_keys:
-                continue
-            close = difflib.get_close_matches(key, known_keys, n=1)
-            hint = f"did you mean {self.path(close[0])}?" if close else "remove it"
-            where = f" {context}" if context else ""
-            self._problems.append(
-                f"{self.path(key)} is not a known key{where}: {hint} "
-                f"(known: {', '.join(known_keys) or 'none'})"
-            )
-
-    def table(self, key: str, required: bool = False) -> _Section:
-        raw = self._data.get(key)
-        if raw is None:
-            if required:
-                self._problems.append(f"[{self.path(key)}] table is missing: add it")
-            raw = {}
-        elif not isinstance(raw, dict):
-            self.problem(key, raw, f"must be a table, written [{self.path(key)}]")
-            raw = {}
-        return _Section(raw, self.path(key), self._problems)
-
-    def text(
-        self,
-        key: str,
-        default: str | None = None,
-        *,
-        required: bool = False,
-        pattern: re.Pattern[str] | None = None,
-        example: str = '"..."',
-    ) -> str | None:
-        if key not in self._data:
-            if required:
-                self.missing(key, example)
-            return default
-        value = self._data[key]
-        if not isinstance(value, str) or not value:
-            self.problem(key, value, f"must be a non-empty string, e.g. {key} = {example}")
-            return default
-        if pattern is not None and not pattern.match(value):
-            self.problem(key, value, "use letters, digits, '.', '-' or '_' (at most 64)")
-            return default
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._data.get(key, default)
-        if not isinstance(value, bool):
-            self.problem(key, value, f"must be true or false, e.g. {key} = true")
-            return default
-        return value
-
-    def integer(
-        self, key: str, default: int | None, *, minimum: int, required: bool = False
-    ) -> int | None:
-        if key not in self._data:
-            if required:
-                self.missing(key, str(max(minimum, 10)))
-            return default
-        value = self._data[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(key, value, f"must be a whole number, e.g. {key} = {max(minimum, 3)}")
-            return default
-        if value < minimum:
-            self.problem(key, value, f"must be at least {minimum}; set {key} = {minimum} or more")
-            return default
-        return value
-
-    def number(
-        self,
-        key: str,
-        default: float | None,
-        *,
-        low: float,
-        low_inclusive: bool = False,
-        high: float | None = None,
-        high_inclusive: bool = True,
-    ) -> float | None:
-        if key not in self._data:
-            return default
-        value = self._data[key]
-        example = f"e.g. {key} = {default:g}" if default is not None else f"e.g. {key} = 1.0"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(key, value, f"must be a number, {example}")
-            return default
-        above = value >= low if low_inclusive else value > low
-        below = high is None or (value <= high if high_inclusive else value < high)
-        if not (above and below):
-            interval = _interval(low, low_inclusive, high, high_inclusive)
-            self.problem(key, value, f"must be in {interval}; set a value in that range, {example}")
-            return default
-        return float(value)
-
-    def seconds(self, key: str, default: float, *, allow_zero: bool) -> float | None:
-        if key not in self._data:
-            return default
-        value = self._data[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(key, value, f"must be a number of seconds, e.g. {key} = {default:g}")
-            return None
-        if value < 0 or (value == 0 and not allow_zero):
-            bound = "0 or more" if allow_zero else "above 0"
-            self.problem(
-                key, value, f"a duration must be {bound} seconds, e.g. {key} = {default:g}"
-            )
-            return None
-        return float(value)
-
-    def choice(self, key: str, enum: type[_E], default: _E) -> _E:
-        value = self._data.get(key, default.value)
-        names = [member.value for member in enum]
-        if isinstance(value, str) and value in names:
-            return enum(value)
-        close = difflib.get_close_matches(str(value), names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        self.problem(key, value, f"{hint}use one of {', '.join(names)}")
-        return default
-
-
-def _interval(low: float, low_inclusive: bool, high: float | None, high_inclusive: bool) -> str:
-    left = "[" if low_inclusive else "("
-    if high is None:
-        return f"{left}{low:g}, inf)"
-    return f"{left}{low:g}, {high:g}{']' if high_inclusive else ')'}"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
