@@ -1,4 +1,4 @@
-"""Reading one table of a TOML document, collecting every problem instead of stopping at the first.
+"""Reading one table of a TOML document, collecting every problem instead of the first.
 
 Each reader checks one key's type and range. An invalid value is recorded as a
 message naming the dotted key, the value found and the fix, and the reader returns
