@@ -18,12 +18,17 @@ class BlobStore:
 
     def put(self, data: bytes, ttl_s: float) -> str:
         """Store ``data`` and return its hash; an existing blob only has its expiry extended."""
+        return self.put_new(data, ttl_s)[0]
+
+    def put_new(self, data: bytes, ttl_s: float) -> tuple[str, bool]:
+        """Store ``data``; return its hash and whether this call created the blob."""
         digest = content_hash(data)
         key = self._keys.blob(digest)
         ttl_ms = max(1, int(ttl_s * 1000))
-        if not self._client.set(key, data, px=ttl_ms, nx=True):
+        created = bool(self._client.set(key, data, px=ttl_ms, nx=True))
+        if not created:
             self._client.pexpire(key, ttl_ms, gt=True)
-        return digest
+        return digest, created
 
     def get(self, digest: str) -> bytes:
         """Return the blob stored under ``digest``.

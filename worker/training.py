@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from plantfed.errors import PlantfedError
 from plantfed.keys import RoundRef
 from plantfed.messages import OutcomeStatus, SiteOutcome, TrainRequest
-from plantfed.modelio import content_hash, encode_weights
+from plantfed.modelio import encode_weights
 from plantfed.roundstore import RecordResult, RoundState
 from worker.site import PlantRuntime
 
@@ -82,8 +82,7 @@ def _train(
     encoded = encode_weights(result.weights)
     # Blobs are content-addressed: an update equal to the global model, or to another
     # site's update, shares its blob, whose lifetime a discard must then leave alone.
-    created = not runtime.blobs.exists(content_hash(encoded))
-    update_hash = runtime.blobs.put(encoded, request.update_ttl_s)
+    update_hash, created = runtime.blobs.put_new(encoded, request.update_ttl_s)
     outcome = SiteOutcome(
         campaign_id=request.campaign_id,
         round_index=request.round_index,
@@ -148,7 +147,9 @@ def _offer_and_read(
         logger.warning("%s site %s: recording failed, retrying: %s", ref, outcome.site_id, exc)
         runtime.client.connection_pool.disconnect()
         recorded = _offer(runtime, outcome, ttl_s)
-    return recorded, runtime.rounds.outcomes(ref).get(outcome.site_id)
+    if recorded is RecordResult.RECORDED:
+        return recorded, outcome
+    return recorded, runtime.rounds.outcomes(ref, [outcome.site_id]).get(outcome.site_id)
 
 
 def _offer(runtime: PlantRuntime, outcome: SiteOutcome, ttl_s: float) -> RecordResult:
