@@ -35,9 +35,9 @@ def task_id_for(ref: RoundRef, site_id: str) -> str:
     return f"plantfed-{ref.campaign_id}-{ref.tag}-{site_id}"
 
 
-def train_signature(hq: Hq, spec: RoundSpec, site_id: str, limits: TaskLimits) -> Signature:
-    """Return the training task of one site in a round, with its limits."""
-    request = TrainRequest(
+def train_request(spec: RoundSpec, site_id: str, update_ttl_s: float) -> TrainRequest:
+    """Return the keyword arguments of one site's training task in a round."""
+    return TrainRequest(
         campaign_id=spec.campaign_id,
         round_index=spec.index,
         attempt=spec.attempt,
@@ -46,9 +46,14 @@ def train_signature(hq: Hq, spec: RoundSpec, site_id: str, limits: TaskLimits) -
         model_hash=spec.model_hash,
         params=dict(spec.params),
         deadline_unix_s=spec.deadline_unix_s,
-        update_ttl_s=hq.settings.update_ttl_s,
+        update_ttl_s=update_ttl_s,
         round_token=spec.token,
     )
+
+
+def train_signature(hq: Hq, spec: RoundSpec, site_id: str, limits: TaskLimits) -> Signature:
+    """Return the training task of one site in a round, with its limits."""
+    request = train_request(spec, site_id, hq.settings.update_ttl_s)
     return hq.app.signature(
         TRAIN_TASK,
         kwargs=request.to_json(),

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coordinator.dispatch import task_id_for
+from coordinator.dispatch import task_id_for, train_request
 from coordinator.health import HealthThresholds, Verdict
 from coordinator.localfed import LocalFederation, PlantSpec
 from coordinator.manager import ParallelExecutionManager
 from coordinator.rounds import NOT_STARTED, RECORD_LOST, RoundPlan, run_round, select_round_sites
 from coordinator.waiting import CloseReason
 from plantfed.keys import RoundRef
-from plantfed.messages import TRAIN_TASK, OutcomeStatus, TrainRequest, site_queue
+from plantfed.messages import TRAIN_TASK, OutcomeStatus, site_queue
 from plantfed.modelio import Weights, decode_weights, encode_weights
 from tests.conftest import REPO_ROOT
 from worker.trainers.noop import NoopTrainer
@@ -309,19 +309,7 @@ def send_copy(fed: LocalFederation, ref: RoundRef, site: str, task_id: str) -> N
         time.sleep(0.02)
         record = hq.rounds.load(ref)
     assert record is not None, f"{ref} was never opened"
-    spec = record.spec
-    request = TrainRequest(
-        campaign_id=spec.campaign_id,
-        round_index=spec.index,
-        attempt=spec.attempt,
-        site_id=site,
-        trainer=spec.trainer,
-        model_hash=spec.model_hash,
-        params=dict(spec.params),
-        deadline_unix_s=spec.deadline_unix_s,
-        update_ttl_s=hq.settings.update_ttl_s,
-        round_token=spec.token,
-    )
+    request = train_request(record.spec, site, hq.settings.update_ttl_s)
     hq.app.send_task(TRAIN_TASK, kwargs=request.to_json(), queue=site_queue(site), task_id=task_id)
 
 
