@@ -105,6 +105,19 @@ def wait_task_result(fed: LocalFederation, task_id: str, timeout_s: float = 20.0
     raise AssertionError(f"task {task_id} returned nothing within {timeout_s} s: {meta}")
 
 
+def wait_task_done(fed: LocalFederation, task_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    """Return the stored state of a task once it returned or failed."""
+    assert fed.hq is not None
+    give_up = time.monotonic() + timeout_s
+    meta: dict[str, Any] = {}
+    while time.monotonic() < give_up:
+        meta = fed.hq.app.backend.get_task_meta(task_id)
+        if meta["status"] in ("SUCCESS", "FAILURE"):
+            return dict(meta)
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish within {timeout_s} s: {meta}")
+
+
 def wait_for_verdict(
     manager: ParallelExecutionManager, site: str, verdict: Verdict, timeout_s: float = 15.0
 ) -> None:
@@ -182,15 +195,21 @@ def test_sigstop_plant_left_behind(federation):
         result = manager.execute_parallel_round(model, "sleepy", deadline_s=15.0, grace_s=10.0)
     finally:
         frozen.signal_group(signal.SIGCONT)
-    late = wait_task_result(fed, task_id_for(result.ref, "plant-c"))
+    meta = wait_task_done(fed, task_id_for(result.ref, "plant-c"))
+    late = meta["result"] if meta["status"] == "SUCCESS" else {}
 
     assert result.success
     assert result.status == CloseReason.QUORUM_REST_LOST.value
     assert result.completed_datasites == ["plant-a", "plant-b"]
     assert result.failed_datasites["plant-c"].startswith("lost")
     assert_merged_shifts(fed, result.model_hash_out, [1.0, 2.0])
-    assert late["status"] == OutcomeStatus.DISCARDED.value, late
-    assert "discarded" in late["error"]
+    if meta["status"] == "SUCCESS":
+        assert late["status"] == OutcomeStatus.DISCARDED.value, late
+        assert "discarded" in late["error"]
+    else:
+        # The revocation's signal can land after the task returned its discarded
+        # outcome, while Celery stores it; Celery then records the signal instead.
+        assert meta["status"] in ("FAILURE", "REVOKED"), meta
     assert "plant-c" not in fed.hq.rounds.outcomes(result.ref)
     record = fed.hq.rounds.load(result.ref)
     assert record is not None
