@@ -135,7 +135,7 @@ def campaign_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def describe_quarantine(state: CampaignState) -> list[str]:
-    """One line per quarantined site: until when, and the last reason it was rejected."""
+    """Return one line per quarantined site: until when, and the last reason it was rejected."""
     lines = []
     for site, until in sorted(state.quarantine.items()):
         if until <= state.next_round:

@@ -217,7 +217,3 @@ def _require_broker(settings: Settings) -> None:
             "no broker configured: pass --broker redis://HOST:6379/0, set PLANTFED_BROKER_URL, "
             "or set broker_url in the [plantfed] table of the settings file"
         )
-
-
-def print_err(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -58,7 +58,7 @@ HealthHook = Callable[[SiteHealth], str | None]
 
 @dataclass(frozen=True)
 class HealthThresholds:
-    """How old evidence may be before a site counts as stale or lost."""
+    """Age limits of the evidence before a site counts as stale or lost."""
 
     liveness_interval_s: float
     lost_after_s: float
@@ -179,7 +179,7 @@ def read_site_health(
 ) -> dict[str, SiteHealth]:
     """Judge ``site_ids``, or every known site when None, in site id order.
 
-    A known site whose worker is gone stays in the answer, judged lost, until an
+    A known site whose worker is gone stays in the result, judged lost, until an
     operator forgets it, so a plant that vanished is never silently dropped.
     """
     ids = known_sites(client, keys) if site_ids is None else sorted(set(site_ids))

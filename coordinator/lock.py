@@ -33,7 +33,7 @@ class CampaignLock:
     """Exclusive right to run one campaign.
 
     The value names the holder (host, pid and a random token), so a second
-    coordinator can say who runs the campaign. If the holder dies, the lock
+    coordinator can name who runs the campaign. If the holder dies, the lock
     expires after ``ttl_s`` and the next invocation takes over.
     """
 

@@ -40,7 +40,7 @@ def apply_round(
     final = attempts[-1]
     index = state.next_round
     reliability = dict(state.reliability)
-    # A round whose record Redis lost says nothing about its sites.
+    # A round whose record Redis lost tells nothing about its sites, so it is not counted.
     counted = [a for a in attempts if a.status != RECORD_LOST]
     for attempt in counted:
         update_reliability(reliability, attempt, timing.deadline_s)
@@ -138,8 +138,13 @@ def _track_best(
     if value is None:
         return state
     best = state.best_metric
-    gain = None if best is None else (value - best if higher_is_better else best - value)
-    if gain is None or gain > config.early_stopping.min_delta:
+    if best is None:
+        improved = True
+    elif higher_is_better:
+        improved = value - best > config.early_stopping.min_delta
+    else:
+        improved = best - value > config.early_stopping.min_delta
+    if improved:
         return replace(
             state,
             best_metric=value,
@@ -170,7 +175,7 @@ def reconsider_stop(config: CampaignConfig, state: CampaignState) -> CampaignSta
 
 
 def check_stop(config: CampaignConfig, state: CampaignState) -> CampaignState:
-    """Return ``state`` with a stop verdict when early stopping or the failure limit says so."""
+    """Return ``state`` with a stop verdict when early stopping or the failure limit applies."""
     patience = config.early_stopping.patience
     if patience is not None and state.rounds_without_improvement >= patience:
         reason = (

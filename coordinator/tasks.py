@@ -25,7 +25,7 @@ def _connect(task: Task) -> Hq:
 
 @shared_task(name=CLOSE_ROUND_TASK, bind=True)
 def close_round_task(self: Task, campaign_id: str, index: int, attempt: int) -> dict[str, Any]:
-    """Close the round if nobody did yet; returns the closure, or why nothing was done."""
+    """Close the round unless another closer did; returns the closure, or that none was made."""
     ref = RoundRef(campaign_id, index, attempt)
     closer = f"chord-body@{self.request.hostname}"
     closure = close_round(_connect(self), ref, closer, CloseReason.ALL_ANSWERED.value)

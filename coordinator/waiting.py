@@ -12,7 +12,7 @@ from enum import StrEnum
 
 
 class CloseReason(StrEnum):
-    """Why a round stopped waiting."""
+    """Reason a round stopped waiting."""
 
     ALL_ANSWERED = "all_answered"
     QUORUM_REST_LOST = "quorum_rest_lost"
@@ -24,7 +24,7 @@ class CloseReason(StrEnum):
 
 @dataclass(frozen=True)
 class WaitSnapshot:
-    """What the coordinator knows about a round at one instant.
+    """State of a round as the coordinator sees it at one instant.
 
     ``completed`` and ``failed`` are sites with a recorded outcome; ``lost`` are
     sites still out whose worker is judged lost; the rest of ``sites`` are pending.

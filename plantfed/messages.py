@@ -25,7 +25,7 @@ def site_queue(site_id: str) -> str:
 
 
 class OutcomeStatus(StrEnum):
-    """How one datasite's part of a round ended."""
+    """Status of one datasite's part of a round."""
 
     COMPLETED = "completed"
     FAILED = "failed"

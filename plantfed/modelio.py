@@ -57,8 +57,3 @@ def content_hash(data: bytes) -> str:
 def describe(weights: Mapping[str, Array]) -> dict[str, tuple[tuple[int, ...], str]]:
     """Return each parameter's shape and dtype name, the structure updates must match."""
     return {name: (tuple(a.shape), a.dtype.name) for name, a in sorted(weights.items())}
-
-
-def parameter_count(weights: Mapping[str, Array]) -> int:
-    """Return the total number of scalar parameters."""
-    return sum(int(a.size) for a in weights.values())

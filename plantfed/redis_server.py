@@ -129,7 +129,7 @@ class RedisServer:
         return self._process.pid if self._process else None
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it replies to PING."""
         command = [
             find_redis_server(),
             "--port",
@@ -167,7 +167,10 @@ class RedisServer:
                     time.sleep(0.05)
         finally:
             client.close()
-        raise PlantfedError(f"redis-server did not answer on {self.url} within {timeout_s} s")
+        raise PlantfedError(
+            f"redis-server did not reply on {self.url} within {timeout_s} s; "
+            f"see its log in {self._dir}"
+        )
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 10.0) -> None:
         """Stop the server by its pid; SIGKILL when it does not exit in time."""

@@ -67,7 +67,7 @@ def _stop_liveness(**_: Any) -> None:
 
 
 def run_plant_worker(settings: Settings, options: PlantWorkerOptions) -> None:
-    """Load the site's data, then run the Celery worker until it is told to stop."""
+    """Load the site's data, then run the Celery worker until it receives a shutdown signal."""
     for site_id in options.site_ids:
         if not site_id or any(ch in site_id for ch in " ,:@*"):
             raise ConfigError(

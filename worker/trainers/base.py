@@ -42,7 +42,7 @@ class SiteData:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What one local training run produced."""
+    """Result of one local training run."""
 
     weights: Weights
     samples: int
