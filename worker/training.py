@@ -109,6 +109,8 @@ def _record(
 ) -> SiteOutcome:
     try:
         recorded, stored = _offer_and_read(runtime, ref, outcome, request.update_ttl_s)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:  # Redis unreachable: the round never saw this outcome
         logger.error("%s site %s: could not record outcome: %s", ref, request.site_id, exc)
         return replace(
@@ -149,7 +151,12 @@ def _offer_and_read(
         recorded = _offer(runtime, outcome, ttl_s)
     if recorded is RecordResult.RECORDED:
         return recorded, outcome
-    return recorded, runtime.rounds.outcomes(ref, [outcome.site_id]).get(outcome.site_id)
+    try:
+        stored = runtime.rounds.outcomes(ref, [outcome.site_id])
+    except SoftTimeLimitExceeded:
+        # A revocation's signal can land during the read as well; it fires only once.
+        stored = runtime.rounds.outcomes(ref, [outcome.site_id])
+    return recorded, stored.get(outcome.site_id)
 
 
 def _offer(runtime: PlantRuntime, outcome: SiteOutcome, ttl_s: float) -> RecordResult:
