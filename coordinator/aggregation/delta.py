@@ -1,30 +1,25 @@
-"""Delta arithmetic: the fused streaming sum of weighted deltas, and a whole-delta workspace.
+"""Delta arithmetic: the one-pass streaming sum of weighted deltas, and a whole-delta workspace.
 
-``DeltaSum`` adds one update at a time. It walks each parameter in chunks of
-``CHUNK_ELEMENTS`` values. For each chunk it computes ``local - global`` into a
-small scratch buffer and adds the squares to the update's norm. It then copies
-the sampled coordinates into the update's sketch, scales the chunk by the
-update's weight and adds it to a block sum. The scratch stays in the CPU cache,
-and the loaded update is read once, right after it was loaded. On a shared 2-core
-AMD EPYC virtual machine (numpy 2, 1,000,000 float32 parameters), the chunk loop
-was about 10% faster than the same four operations on whole parameters. Summing a
-(k, P) buffer of deltas with one BLAS matrix-vector product per k updates was
-slower there than either, because the buffer does not stay in the cache.
+``DeltaSum`` adds one update at a time. For each parameter, one compiled loop
+(``coordinator.aggregation.kernels``) sums the squares of ``local - global`` for
+the update's norm and adds the weighted delta to a block sum. The loaded update
+is read once, right after it was loaded, and no delta is stored. Then the
+sampled coordinates of the delta are gathered into the update's sketch. With
+numpy alone the same work took four passes over each parameter (subtract, dot,
+multiply, add), and ``bench/README.md`` compares the two.
 
 Precision: deltas are computed in the model's working dtype (float32 for
 float16 and float32 models) and summed in a block of that dtype, which is folded
 into a float64 total every ``FOLD_EVERY`` updates. The float32 rounding error on
 each coordinate is thus that of a ``FOLD_EVERY``-term sum, at most about
 ``FOLD_EVERY * 2**-24 * sum_k |w_k * delta_k|``, whatever the number of updates.
-Each chunk's squares are summed by BLAS in the working dtype and the chunks in
-float64, so a norm carries a relative error of about ``CHUNK_ELEMENTS * 2**-24``
-at worst; the outlier tests and clipping need far less.
+Squares are summed in float64.
 
-A NaN or infinity makes a chunk's sum of squares non-finite, so the norm doubles
-as the finite check. It is found before that chunk is added, but chunks added
-before it stay in the sum: ``DeltaSum.tainted`` then says so, and the caller
-merges the accepted updates again. ``DeltaWorkspace`` holds a whole delta, for
-the screening pass of strategies that need every norm before merging.
+A NaN or infinity makes a sub-block's sum of squares non-finite, so the norm
+doubles as the finite check. The loop stops before adding that sub-block, but
+the sub-blocks before it stay in the sum: ``DeltaSum.tainted`` then says so, and
+the caller merges the accepted updates again. ``DeltaWorkspace`` holds a whole
+delta, for the screening pass of strategies that need every norm before merging.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from coordinator.aggregation import kernels
 from coordinator.aggregation.direction import Float32Array, IndexArray, SketchPlan
 from coordinator.aggregation.validation import Rejection, RejectionReason, non_finite_rejection
 from plantfed.modelio import Array
@@ -43,9 +39,6 @@ Float64Array = npt.NDArray[np.float64]
 
 #: Updates summed in the working dtype before the block is folded into float64.
 FOLD_EVERY = 32
-
-#: Values per chunk of the fused loop: 1 MiB of float32 scratch, which fits in a 1 MiB L2 cache.
-CHUNK_ELEMENTS = 1 << 18
 
 
 def working_dtype(dtype: np.dtype[np.generic]) -> np.dtype[np.generic]:
@@ -56,26 +49,24 @@ def working_dtype(dtype: np.dtype[np.generic]) -> np.dtype[np.generic]:
 class DeltaSum:
     """Running sum of weighted deltas, one update at a time (see the module docstring).
 
-    Peak memory is a block sum in the working dtype, a float64 total and one
-    chunk of scratch per working dtype: three model sizes for a float32 model.
+    Peak memory is a block sum in the working dtype and, from the first fold, a
+    float64 total: three model sizes for a float32 model. A float16 model also
+    keeps a float32 copy of the global model.
     """
 
     def __init__(self, global_weights: Mapping[str, Array]) -> None:
         self._global = global_weights
+        self._flat_global = {
+            name: _flat(a, working_dtype(a.dtype)) for name, a in global_weights.items()
+        }
         self._block = {
             name: np.zeros(a.size, dtype=working_dtype(a.dtype))
             for name, a in global_weights.items()
         }
-        self._total = {
-            name: np.zeros(a.size, dtype=np.float64) for name, a in global_weights.items()
-        }
-        self._scratch: dict[np.dtype[np.generic], npt.NDArray[np.floating]] = {}
-        for a in global_weights.values():
-            dtype = working_dtype(a.dtype)
-            length = max(len(self._scratch.get(dtype, ())), min(a.size, CHUNK_ELEMENTS))
-            self._scratch[dtype] = np.empty(length, dtype=dtype)
+        # Allocated by the first fold: a round of fewer than FOLD_EVERY updates needs none.
+        self._total: dict[str, Float64Array] = {}
         self._in_block = 0
-        self._sketch_slices: dict[tuple[str, int], tuple[IndexArray, slice]] = {}
+        self._sketch_slices: dict[str, tuple[IndexArray, slice]] = {}
         self.total_weight = 0.0
         self.tainted = False
 
@@ -95,16 +86,14 @@ class DeltaSum:
         ``sketch`` is given, the plan's coordinates of the delta are written into
         its vector. A non-finite delta returns its rejection and adds nothing more.
         """
-        # Overflow and NaN warnings are expected here: the norm check reports them.
-        with np.errstate(over="ignore", invalid="ignore"):
-            if clip_to is None:
-                outcome = self._walk(site_id, local, weight, sketch)
-            else:
-                outcome = self._walk(site_id, local, None, sketch)
-                if not isinstance(outcome, Rejection):
-                    # The expression of screening.clip_factor, which subtract's caller repeats.
-                    scale = 1.0 if outcome <= clip_to else clip_to / outcome
-                    self._walk(site_id, local, weight * scale, None)
+        if clip_to is None:
+            outcome = self._walk(site_id, local, weight, sketch)
+        else:
+            outcome = self._walk(site_id, local, None, sketch)
+            if not isinstance(outcome, Rejection):
+                # The expression of screening.clip_factor, which subtract's caller repeats.
+                scale = 1.0 if outcome <= clip_to else clip_to / outcome
+                self._walk(site_id, local, weight * scale, None)
         if isinstance(outcome, Rejection):
             return outcome
         self.total_weight += weight
@@ -134,18 +123,26 @@ class DeltaSum:
             np.subtract(self._total[name], delta, out=self._total[name])
         return math.sqrt(sum_sq)
 
-    def mean(self) -> dict[str, Float64Array]:
-        """Return the weighted mean delta in float64, by parameter, computed in place.
+    def mean(self) -> dict[str, npt.NDArray[np.floating]]:
+        """Return the weighted mean delta by parameter, computed in place.
 
-        Call it once, after the last ``add``, with a positive total weight: it
-        divides the running total in place and frees the block sum.
+        A round of fewer than ``FOLD_EVERY`` updates never folded its block sum, so
+        its mean is in the working dtype. Otherwise the mean is in float64. Call it
+        once, after the last ``add``, with a positive total weight: the sum's
+        buffers become the result.
         """
-        self._fold()
-        self._block = {}
-        mean: dict[str, Float64Array] = {}
-        for name, total in self._total.items():
-            total /= self.total_weight
+        mean: dict[str, npt.NDArray[np.floating]] = {}
+        for name, block in self._block.items():
+            total = self._total.get(name)
+            if total is None:
+                block /= block.dtype.type(self.total_weight)
+                total = block
+            else:
+                np.add(total, block, out=total)
+                total /= self.total_weight
             mean[name] = total.reshape(self._global[name].shape)
+        self._block = {}
+        self._total = {}
         return mean
 
     def _walk(
@@ -155,58 +152,51 @@ class DeltaSum:
         factor: float | None,
         sketch: tuple[SketchPlan, Float32Array] | None,
     ) -> float | Rejection:
-        """Run the chunk loop; add ``factor`` times each chunk unless ``factor`` is None."""
+        """Sum the delta's squares and add ``factor`` times it, unless ``factor`` is None."""
         sum_sq = 0.0
         added = False
-        for name, g in self._global.items():
-            flat_local, flat_global = local[name].reshape(-1), g.reshape(-1)
-            scratch = self._scratch[working_dtype(g.dtype)]
-            for start in range(0, flat_global.size, CHUNK_ELEMENTS):
-                stop = min(start + CHUNK_ELEMENTS, flat_global.size)
-                chunk = scratch[: stop - start]
-                np.subtract(flat_local[start:stop], flat_global[start:stop], out=chunk)
-                chunk_sq = float(np.dot(chunk, chunk))
-                if not math.isfinite(chunk_sq):
-                    checked = _exact_square_sum(site_id, name, local[name], chunk)
-                    if isinstance(checked, Rejection):
-                        self.tainted = self.tainted or added
-                        return checked
-                    chunk_sq = checked
-                sum_sq += chunk_sq
-                if sketch is not None:
-                    self._copy_sketch(sketch, name, start, chunk)
-                if factor is not None:
-                    self._accumulate(name, start, chunk, factor)
-                    added = True
+        for name, flat_global in self._flat_global.items():
+            flat_local = _flat(local[name], flat_global.dtype)
+            if factor is None:
+                stop, square_sum = kernels.delta_square_sum(flat_local, flat_global)
+            else:
+                block = self._block[name]
+                stop, square_sum = kernels.add_weighted_delta(
+                    flat_local, flat_global, block, factor
+                )
+            if stop < flat_local.size:
+                # Earlier parameters, and this one's values before stop, are in the sum.
+                self.tainted = self.tainted or added or (factor is not None and stop > 0)
+                return _non_finite(site_id, name, local[name], flat_local, flat_global)
+            added = factor is not None
+            sum_sq += square_sum
+            if sketch is not None:
+                self._copy_sketch(sketch, name, flat_local, flat_global)
         return math.sqrt(sum_sq)
 
     def _copy_sketch(
         self,
         sketch: tuple[SketchPlan, Float32Array],
         name: str,
-        start: int,
-        chunk: npt.NDArray[np.floating],
+        flat_local: npt.NDArray[np.floating],
+        flat_global: npt.NDArray[np.floating],
     ) -> None:
-        """Copy the planned coordinates in ``chunk`` into the sketch; slices are cached."""
+        """Write the planned coordinates of the delta into the sketch; slices are cached."""
         plan, vector = sketch
-        key = (name, start)
-        if key not in self._sketch_slices:
-            self._sketch_slices[key] = plan.chunk_slices(name, start, start + chunk.size)
-        indices, target = self._sketch_slices[key]
+        if name not in self._sketch_slices:
+            self._sketch_slices[name] = plan.chunk_slices(name, 0, flat_global.size)
+        indices, target = self._sketch_slices[name]
         if indices.size:
-            vector[target] = chunk[indices]
-
-    def _accumulate(
-        self, name: str, start: int, chunk: npt.NDArray[np.floating], factor: float
-    ) -> None:
-        if factor != 1.0:
-            np.multiply(chunk, factor, out=chunk)
-        block = self._block[name][start : start + chunk.size]
-        np.add(block, chunk, out=block)
+            vector[target] = flat_local[indices] - flat_global[indices]
 
     def _fold(self) -> None:
+        """Add the block sums into the float64 totals and empty the blocks."""
         for name, block in self._block.items():
-            np.add(self._total[name], block, out=self._total[name])
+            total = self._total.get(name)
+            if total is None:
+                self._total[name] = block.astype(np.float64)
+            else:
+                np.add(total, block, out=total)
             block.fill(0)
         self._in_block = 0
 
@@ -265,3 +255,29 @@ def _exact_square_sum(
         return Rejection(site_id, RejectionReason.NON_FINITE, message)
     wide = delta.astype(np.float64)
     return float(np.dot(wide, wide))
+
+
+def _flat(array: Array, dtype: np.dtype[np.generic]) -> npt.NDArray[np.floating]:
+    """Return ``array`` flat, contiguous and of ``dtype``, copying only when it must."""
+    return np.ascontiguousarray(array.reshape(-1), dtype=dtype)
+
+
+def _non_finite(
+    site_id: str,
+    name: str,
+    local: Array,
+    flat_local: npt.NDArray[np.floating],
+    flat_global: npt.NDArray[np.floating],
+) -> Rejection:
+    """Build the rejection of a parameter whose delta has a non-finite sum of squares."""
+    bad = int(np.count_nonzero(~np.isfinite(local)))
+    if bad:
+        return non_finite_rejection(site_id, name, bad)
+    with np.errstate(over="ignore"):
+        delta = np.subtract(flat_local, flat_global)
+    dtype = flat_global.dtype.name
+    if np.isfinite(delta).all():
+        message = f"site {site_id}: squared delta of parameter {name!r} overflows float64"
+    else:
+        message = f"site {site_id}: delta of parameter {name!r} overflows {dtype}"
+    return Rejection(site_id, RejectionReason.NON_FINITE, message)

@@ -185,7 +185,7 @@ def direction_outliers(
     order = np.argsort(plan.groups, kind="stable")
     sorted_groups = plan.groups[order]
     starts = np.flatnonzero(np.diff(sorted_groups, prepend=-1))
-    reference = np.median(sketches, axis=0).astype(np.float64)[order]
+    reference = column_median(sketches)[order]
     dots = np.empty((len(sites), starts.size))
     squares = np.empty_like(dots)
     # Sums of sketch * reference and sketch**2 per site and group, in float64, a block
@@ -208,6 +208,21 @@ def direction_outliers(
         if cosine + SKETCH_CONFIDENCE_Z * error < min_cosine:
             rejections.append(_rejection(site_id, cosine, len(sites), min_cosine, plan.exact))
     return rejections, found
+
+
+def column_median(rows: Float32Array) -> Float64Array:
+    """Return the median of each column of finite ``rows``, in float64.
+
+    Sorting the columns and averaging the middle rows gives ``np.median(rows,
+    axis=0)``. On a (100, 2500) float32 matrix it took a sixth of the time, because
+    ``np.median`` partitions along a strided axis.
+    """
+    ordered = np.sort(rows, axis=0)
+    count = rows.shape[0]
+    lower = ordered[(count - 1) // 2].astype(np.float64)
+    upper = ordered[count // 2].astype(np.float64)
+    median: Float64Array = 0.5 * (lower + upper)
+    return median
 
 
 def _cosines(

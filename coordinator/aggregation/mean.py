@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
-from coordinator.aggregation.delta import Float64Array
 from coordinator.aggregation.interface import AggregateResult, UpdateSource
 from coordinator.aggregation.names import StrategyName
 from coordinator.aggregation.screening import GuardConfig
@@ -72,13 +72,20 @@ class FedAvg:
         )
 
 
-def apply_delta(global_weights: Mapping[str, Array], delta: dict[str, Float64Array]) -> Weights:
-    """Return ``global + delta``, summed in float64 and cast to each parameter's dtype.
+def apply_delta(
+    global_weights: Mapping[str, Array], delta: dict[str, npt.NDArray[np.floating]]
+) -> Weights:
+    """Return ``global + delta`` in each parameter's dtype, rounded once.
 
-    The float64 sum is written into ``delta``, which saves a model-sized temporary.
+    Where a delta has its parameter's dtype, the sum is written into the delta's
+    array, which becomes the result. Otherwise a new array receives the sum,
+    computed in the wider dtype.
     """
     weights: Weights = {}
     for name, g in global_weights.items():
-        np.add(delta[name], g, out=delta[name])
-        weights[name] = delta[name].astype(g.dtype)
+        d = delta[name]
+        if d.dtype == g.dtype:
+            weights[name] = np.add(d, g, out=d)
+        else:
+            weights[name] = np.add(d, g, out=np.empty_like(g), casting="unsafe")
     return weights

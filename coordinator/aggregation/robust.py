@@ -91,7 +91,7 @@ def _merge_order_statistic(
         if trim_fraction is not None:
             trim_count = math.floor(trim_fraction * len(included))
         scales = [clip_factor(screened.delta_norms[s], screened.clip_to) for s in included]
-        delta: dict[str, Float64Array] = {}
+        delta: dict[str, Array] = {}
         for name, g in global_weights.items():
             stack = np.stack(
                 [np.subtract(screened.loaded[s][name], g, dtype=np.float64) for s in included]

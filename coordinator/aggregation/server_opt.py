@@ -122,7 +122,7 @@ class ServerOptimizer:
     def _step(
         self,
         global_weights: Mapping[str, Array],
-        delta: Mapping[str, Float64Array],
+        delta: Mapping[str, Array],
         m: Mapping[str, Array],
         v: Mapping[str, Array],
     ) -> tuple[Weights, Weights, Weights]:
@@ -131,7 +131,7 @@ class ServerOptimizer:
         new_m: Weights = {}
         new_v: Weights = {}
         for name, g in global_weights.items():
-            d = delta[name]
+            d = delta[name].astype(np.float64, copy=False)
             m_t = self.beta1 * m[name] + (1.0 - self.beta1) * d
             v_t = _second_moment(rule, v[name].astype(np.float64), d * d, self.beta2)
             step = self.server_learning_rate * m_t / (np.sqrt(v_t) + self.tau)

@@ -25,9 +25,9 @@ once. ``clip_norm="auto"`` needs the round's median norm before anything is
 summed, so it keeps a screening pass before the merging pass.
 
 Peak memory is the global model, one loaded update, a block sum in the working
-dtype, a float64 total, a chunk of scratch and the sketches (at most a quarter of
-a float32 model, see ``coordinator.aggregation.direction``): about five model
-sizes for a float32 model, whatever the number of updates.
+dtype, a float64 total and the sketches (at most a quarter of a float32 model,
+see ``coordinator.aggregation.direction``): about five model sizes for a float32
+model, whatever the number of updates.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from coordinator.aggregation.delta import DeltaSum, Float64Array
+import numpy as np
+import numpy.typing as npt
+
+from coordinator.aggregation.delta import DeltaSum
 from coordinator.aggregation.direction import SketchBook
 from coordinator.aggregation.interface import UpdateSource
 from coordinator.aggregation.screening import (
@@ -66,7 +69,7 @@ RELOAD_NORM_TOLERANCE = 1e-3
 class MeanDelta:
     """Sample-weighted mean delta of a round, or None when nothing was included."""
 
-    delta: dict[str, Float64Array] | None
+    delta: dict[str, npt.NDArray[np.floating]] | None
     included: tuple[str, ...]
     rejected: tuple[Rejection, ...]
     delta_norms: dict[str, float]
@@ -138,7 +141,7 @@ def sum_updates(
     """Check, load and add each update to a new ``DeltaSum``; one load per update.
 
     Weights are relative to the first loaded update's sample count, which leaves the
-    mean unchanged, and a round of equal sample counts then skips the multiply.
+    mean unchanged and keeps them near 1.
     """
     summed = SummedPass(DeltaSum(global_weights), [], [], {}, sketches)
     reference_samples = 0

@@ -23,6 +23,7 @@ from coordinator.aggregation.direction import (
     SKETCH_MAX_COORDINATES,
     SKETCH_MIN_COORDINATES,
     SketchPlan,
+    column_median,
     plan_sketch,
 )
 from plantfed.errors import ConfigError
@@ -265,3 +266,13 @@ def test_config_without_min_cosine_gets_default() -> None:
     del data["min_cosine"]
 
     assert StrategyConfig.from_json(data).min_cosine == 0.0
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 9, 10])
+def test_column_median_matches_numpy(count: int) -> None:
+    rows = np.random.default_rng(count).standard_normal((count, 37)).astype(np.float32)
+
+    median = column_median(rows)
+
+    assert median.dtype == np.float64
+    np.testing.assert_allclose(median, np.median(rows.astype(np.float64), axis=0), rtol=1e-12)

@@ -120,6 +120,34 @@ def test_fedavg_merges_float64_models_in_float64() -> None:
     assert result.weights["w"][0] == pytest.approx(1.0 + 0.5e-12, abs=1e-15)
 
 
+def test_fedavg_merges_float16_models_in_float32() -> None:
+    global_weights = {"w": np.array([1.0, 2.0], dtype=np.float16)}
+    updates = [
+        source("a", 1, {"w": np.array([2.0, 2.0], dtype=np.float16)}),
+        source("b", 3, {"w": np.array([1.0, 6.0], dtype=np.float16)}),
+    ]
+
+    result = FedAvg().aggregate(global_weights, updates)
+
+    assert result.weights["w"].dtype == np.float16
+    np.testing.assert_array_equal(result.weights["w"], np.array([1.25, 5.0], dtype=np.float16))
+    assert result.delta_norms == {"a": 1.0, "b": 4.0}
+
+
+def test_float64_delta_whose_square_overflows_rejected() -> None:
+    global_weights = {"w": np.array([0.0, 0.0])}
+    updates = [
+        source("a", 1, {"w": np.array([1e200, 0.0])}),
+        source("b", 1, {"w": np.array([1.0, 1.0])}),
+    ]
+
+    result = FedAvg().aggregate(global_weights, updates)
+
+    assert result.included == ("b",)
+    assert result.rejected[0].reason is RejectionReason.NON_FINITE
+    assert "squared delta of parameter 'w' overflows float64" in result.rejected[0].message
+
+
 def test_fedavg_rejects_invalid_update_and_merges_others() -> None:
     updates = [
         vector_update("a", 1, 1.0, 1.0),
@@ -148,7 +176,7 @@ def test_overflowing_delta_rejected_as_non_finite() -> None:
 
 
 def test_huge_finite_delta_gets_exact_norm() -> None:
-    # 1e20 squared overflows float32, so the norm is recomputed in float64.
+    # 1e20 squared overflows float32; squares are summed in float64.
     updates = [vector_update("a", 1, 1e20, 0.0), vector_update("b", 1, 0.0, 0.0)]
 
     result = FedAvg().aggregate(ZERO2, updates)

@@ -8,8 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from coordinator.aggregation import FedAvg, GuardConfig, RejectionReason, UpdateSource
-from coordinator.aggregation import delta as delta_module
+from coordinator.aggregation import FedAvg, GuardConfig, RejectionReason, UpdateSource, kernels
 from coordinator.aggregation.delta import DeltaSum
 from coordinator.aggregation.screening import screen_round
 from coordinator.aggregation.streaming import merge_mean_delta, sum_updates
@@ -62,11 +61,11 @@ def sources(updates: list[Weights]) -> tuple[list[UpdateSource], list[Loader]]:
     return [UpdateSource(f"s{i}", 10 + i, loader) for i, loader in enumerate(loaders)], loaders
 
 
-def test_chunked_sum_matches_whole_parameter_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sub_block_size_leaves_sum_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     global_weights, updates = honest_round(5, seed=1)
     results = []
-    for chunk in (3, 1 << 18):
-        monkeypatch.setattr(delta_module, "CHUNK_ELEMENTS", chunk)
+    for sub_block in (3, 1024):
+        monkeypatch.setattr(kernels, "SUB_BLOCK_ELEMENTS", sub_block)
         total = DeltaSum(global_weights)
         norms = [total.add(f"s{i}", u, 1.0 + i) for i, u in enumerate(updates)]
         results.append((total.mean(), norms))
@@ -178,7 +177,7 @@ def test_unreadable_reload_falls_back_to_second_pass() -> None:
 
 
 def test_nan_found_partway_merges_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delta_module, "CHUNK_ELEMENTS", 2)
+    monkeypatch.setattr(kernels, "SUB_BLOCK_ELEMENTS", 2)
     global_weights = {"w": f32(0.0, 0.0, 0.0, 0.0)}
     honest = [Loader({"w": f32(1.0, 2.0, 3.0, 4.0)}), Loader({"w": f32(3.0, 2.0, 1.0, 0.0)})]
     bad = Loader({"w": f32(100.0, 100.0, 100.0, math.nan)})
@@ -190,13 +189,14 @@ def test_nan_found_partway_merges_again(monkeypatch: pytest.MonkeyPatch) -> None
 
     result = FedAvg().aggregate(global_weights, round_sources)
 
-    # The first chunk of "bad" was added before its NaN was found: the others are summed again.
+    # The first sub-block of "bad" was added before its NaN was found: the others are summed
+    # again.
     np.testing.assert_array_equal(result.weights["w"], f32(2.0, 2.0, 2.0, 2.0))
     assert result.rejected[0].reason is RejectionReason.NON_FINITE
     assert [honest[0].calls, bad.calls, honest[1].calls] == [2, 1, 2]
 
 
-def test_nan_in_first_chunk_needs_no_second_pass() -> None:
+def test_nan_in_first_sub_block_needs_no_second_pass() -> None:
     honest = [Loader({"w": f32(1.0, 2.0)}), Loader({"w": f32(3.0, 2.0)})]
     round_sources = [
         UpdateSource("a", 1, honest[0]),

@@ -1,0 +1,121 @@
+"""Unit tests of the compiled merge loops against the same arithmetic in numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from coordinator.aggregation.kernels import add_weighted_delta, delta_square_sum
+
+SIZES = [0, 1, 7, 1023, 1024, 1025, 5000]
+
+
+def pair(size: int, dtype: type[np.floating], seed: int) -> tuple[npt.NDArray, npt.NDArray]:
+    rng = np.random.default_rng(seed)
+    global_ = rng.standard_normal(size).astype(dtype)
+    local = (global_ + 0.01 * rng.standard_normal(size)).astype(dtype)
+    return local, global_
+
+
+def exact_square_sum(local: npt.NDArray, global_: npt.NDArray) -> float:
+    delta = (local - global_).astype(np.float64)
+    return float(np.dot(delta, delta))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", SIZES)
+def test_add_matches_numpy(size: int, dtype: type[np.floating]) -> None:
+    local, global_ = pair(size, dtype, seed=size)
+    start = np.linspace(-1.0, 1.0, size).astype(dtype)
+    block = start.copy()
+
+    stop, total = add_weighted_delta(local, global_, block, 1.5)
+
+    expected = start + dtype(1.5) * (local - global_)
+    assert stop == size
+    np.testing.assert_allclose(block, expected, rtol=1e-6, atol=1e-7)
+    assert total == pytest.approx(exact_square_sum(local, global_), rel=1e-12, abs=0.0)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_square_sum_matches_float64(size: int) -> None:
+    local, global_ = pair(size, np.float32, seed=size + 1)
+
+    stop, total = delta_square_sum(local, global_)
+
+    assert stop == size
+    assert total == pytest.approx(exact_square_sum(local, global_), rel=1e-12, abs=0.0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_add_stops_before_non_finite_sub_block(bad: float) -> None:
+    local, global_ = pair(10, np.float32, seed=3)
+    local[7] = bad
+    block = np.zeros(10, dtype=np.float32)
+
+    stop, total = add_weighted_delta(local, global_, block, 1.0, sub_block=3)
+
+    assert stop == 6
+    np.testing.assert_allclose(block[:6], (local - global_)[:6], rtol=1e-6)
+    assert not block[6:].any()
+    assert total == pytest.approx(exact_square_sum(local[:6], global_[:6]), rel=1e-12)
+
+
+def test_add_with_leading_nan_changes_nothing() -> None:
+    local, global_ = pair(10, np.float32, seed=4)
+    local[0] = math.nan
+    block = np.ones(10, dtype=np.float32)
+
+    stop, _ = add_weighted_delta(local, global_, block, 2.0)
+
+    assert stop == 0
+    assert (block == 1.0).all()
+
+
+def test_square_sum_stops_at_overflowing_delta() -> None:
+    big = np.finfo(np.float32).max
+    local = np.array([1.0, big, 1.0], dtype=np.float32)
+    global_ = np.array([0.0, -big, 0.0], dtype=np.float32)
+
+    stop, total = delta_square_sum(local, global_, sub_block=1)
+
+    assert stop == 1
+    assert total == 1.0
+
+
+def test_large_float32_delta_squares_in_float64() -> None:
+    local = np.array([1e20, 3e30], dtype=np.float32)
+    global_ = np.zeros(2, dtype=np.float32)
+
+    stop, total = delta_square_sum(local, global_)
+
+    assert stop == 2
+    assert total == pytest.approx(float(local[0]) ** 2 + float(local[1]) ** 2, rel=1e-12)
+
+
+def test_read_only_inputs_accepted() -> None:
+    local, global_ = pair(100, np.float32, seed=5)
+    local.setflags(write=False)
+    global_.setflags(write=False)
+    block = np.zeros(100, dtype=np.float32)
+
+    stop, _ = add_weighted_delta(local, global_, block, 1.0)
+
+    assert stop == 100
+    np.testing.assert_allclose(block, local - global_, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("local", "global_"),
+    [
+        (np.zeros(3, np.float32), np.zeros(4, np.float32)),
+        (np.zeros(3, np.float32), np.zeros(3, np.float64)),
+        (np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32)),
+    ],
+)
+def test_mismatched_arrays_rejected(local: npt.NDArray, global_: npt.NDArray) -> None:
+    with pytest.raises(ValueError, match="flat arrays of one size and dtype"):
+        delta_square_sum(local, global_)
