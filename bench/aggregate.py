@@ -19,13 +19,13 @@ baseline, a merge of 10 updates of 1000 parameters makes numba compile its loops
 or load them from its cache, a fixed cost of each process of about 45 MiB.
 
 Merge and numpy pass are both warmed up first, untimed, on 40 updates, and they
-alternate their order across repeats. The warm-up merge folds its block sum into
-a float64 total, an 8 MB array that is freed at its end. glibc's malloc then
-raises its mmap threshold to that size (its dynamic threshold), so the 2 MB
-parameters of later updates reuse freed heap memory. Before that, every loaded
-update can be mapped afresh and cost about 1000 page faults. That cost falls on
-whichever side runs first, and the merge of a long-running coordinator pays it
-only in its first round.
+alternate their order across repeats. Each case runs with glibc's malloc told to
+keep freed memory for reuse (``MALLOC_MMAP_THRESHOLD_`` 32 MiB and
+``MALLOC_TRIM_THRESHOLD_`` 1 GiB, see ``mallopt(3)``). With its dynamic defaults,
+whether a freed 4 MB array is reused or mapped afresh, at about 1000 page faults,
+depends on the order of earlier allocations: on this machine it moved either
+side's time by up to a factor of three between identical runs. ``--system-malloc``
+keeps the defaults.
 
 Strategies: ``fedavg`` (the default guards: validation, the delta-norm outlier
 test and the direction screen, all in one pass), ``fedavg-unscreened``
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -73,6 +74,12 @@ NOISE_SCALE = 0.01
 
 #: Updates merged once, untimed, before a case is measured: more than one block sum's worth.
 WARM_UP_UPDATES = FOLD_EVERY + 8
+
+#: glibc malloc settings of each case: keep freed memory for reuse (see the module docstring).
+REUSE_FREED_MEMORY = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(2**30),
+}
 
 #: Parameters of the round merged before the memory baseline, to load the compiled loops.
 TINY_PARAMS = 1000
@@ -234,14 +241,19 @@ def run_case(updates: int, params: int, strategy_name: str, repeats: int) -> Cas
     )
 
 
-def run_case_subprocess(updates: int, params: int, strategy: str, repeats: int) -> CaseResult:
+def run_case_subprocess(
+    updates: int, params: int, strategy: str, repeats: int, system_malloc: bool
+) -> CaseResult:
     """Run one case in a fresh interpreter and return its figures."""
     command = [
         sys.executable, "-m", "bench.aggregate", "--case",
         "--updates", str(updates), "--params", str(params),
         "--strategy", strategy, "--repeats", str(repeats),
     ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if not system_malloc:
+        env.update(REUSE_FREED_MEMORY)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if completed.returncode != 0:
         raise RuntimeError(
             f"aggregation case {strategy} N={updates} failed ({completed.returncode}): "
@@ -261,7 +273,7 @@ def plan_cases(args: argparse.Namespace) -> list[tuple[int, str]]:
 
 def repeats_for(updates: int) -> int:
     """Return the timed repeats of a case: fewer for larger N."""
-    return 5 if updates <= 10 else 3 if updates <= 100 else 2
+    return 11 if updates <= 10 else 5 if updates <= 100 else 3
 
 
 def print_report(results: Sequence[CaseResult]) -> None:
@@ -285,6 +297,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-robust-updates", type=int, default=10, help="largest N for median and trimmed-mean"
     )
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="keep glibc's default malloc thresholds in the cases",
+    )
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--strategy", choices=sorted(STRATEGIES), help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
@@ -301,12 +318,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for updates, strategy in plan_cases(args):
         print(f"  {strategy} N={updates} P={args.params}", file=sys.stderr, flush=True)
-        results.append(run_case_subprocess(updates, args.params, strategy, repeats_for(updates)))
+        repeats = repeats_for(updates)
+        results.append(
+            run_case_subprocess(updates, args.params, strategy, repeats, args.system_malloc)
+        )
     print_report(results)
     document: dict[str, Any] = {
         "benchmark": "aggregate",
         "target": "fedavg speed_ratio >= 0.5; fedavg peak_mib flat in N",
         "reference": "per update: the same loader (a copy of a pooled update), then np.add",
+        "malloc": "system defaults" if args.system_malloc else REUSE_FREED_MEMORY,
         "results": [asdict(r) for r in results],
     }
     emit(document, args.json, args.out)

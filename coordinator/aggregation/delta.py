@@ -66,7 +66,8 @@ class DeltaSum:
         # Allocated by the first fold: a round of fewer than FOLD_EVERY updates needs none.
         self._total: dict[str, Float64Array] = {}
         self._in_block = 0
-        self._sketch_slices: dict[str, tuple[IndexArray, slice]] = {}
+        # Per parameter: the sketch's indices, its slice of the sketch and the global values.
+        self._sketch_slices: dict[str, tuple[IndexArray, slice, npt.NDArray[np.floating]]] = {}
         self.total_weight = 0.0
         self.tainted = False
 
@@ -184,10 +185,11 @@ class DeltaSum:
         """Write the planned coordinates of the delta into the sketch; slices are cached."""
         plan, vector = sketch
         if name not in self._sketch_slices:
-            self._sketch_slices[name] = plan.chunk_slices(name, 0, flat_global.size)
-        indices, target = self._sketch_slices[name]
+            indices, target = plan.chunk_slices(name, 0, flat_global.size)
+            self._sketch_slices[name] = (indices, target, flat_global[indices])
+        indices, target, global_values = self._sketch_slices[name]
         if indices.size:
-            vector[target] = flat_local[indices] - flat_global[indices]
+            vector[target] = flat_local[indices] - global_values
 
     def _fold(self) -> None:
         """Add the block sums into the float64 totals and empty the blocks."""

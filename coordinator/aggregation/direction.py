@@ -32,6 +32,7 @@ over ``JACKKNIFE_GROUPS`` random groups of the sampled coordinates.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ SKETCH_CONFIDENCE_Z = 3.0
 
 #: Sketches converted to float64 at a time by the direction screen.
 ROWS_PER_BLOCK = 64
+
+#: Sketch plans kept for reuse, one per model structure and update count.
+PLAN_CACHE_SIZE = 8
 
 #: Seed of the sampled coordinates, fixed so that a rerun of a round reaches the same model.
 SKETCH_SEED = 0x5EED
@@ -96,6 +100,18 @@ class SketchPlan:
         offset = self.offsets[name]
         return indices[low:high] - start, slice(offset + low, offset + high)
 
+    @functools.cached_property
+    def group_order(self) -> IndexArray:
+        """Sketch positions sorted by jackknife group, so that each group is one run."""
+        order: IndexArray = np.argsort(self.groups, kind="stable")
+        return order
+
+    @functools.cached_property
+    def group_starts(self) -> IndexArray:
+        """Start of each group's run in ``group_order``."""
+        starts: IndexArray = np.flatnonzero(np.diff(self.groups[self.group_order], prepend=-1))
+        return starts
+
 
 class SketchBook:
     """Sketches of a round's deltas: one float32 row per update, allocated once."""
@@ -122,8 +138,19 @@ class SketchBook:
 
 
 def plan_sketch(global_weights: Mapping[str, Array], update_count: int) -> SketchPlan:
-    """Choose the coordinates the round's sketches keep (see the module docstring)."""
-    sizes = {name: int(a.size) for name, a in global_weights.items()}
+    """Choose the coordinates the round's sketches keep (see the module docstring).
+
+    The plan depends only on the parameter sizes and the update count, and rounds
+    of one campaign repeat them, so recent plans are cached. Their arrays are
+    read-only.
+    """
+    sizes = tuple((name, int(a.size)) for name, a in global_weights.items())
+    return _cached_plan(sizes, update_count)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _cached_plan(named_sizes: tuple[tuple[str, int], ...], update_count: int) -> SketchPlan:
+    sizes = dict(named_sizes)
     total = sum(sizes.values())
     rng = np.random.default_rng(SKETCH_SEED)
     if update_count * total <= EXACT_SKETCH_VALUES:
@@ -147,6 +174,8 @@ def _split_plan(
         indices[name] = flat[low:high] - start
         offsets[name] = low
         start += size
+    for array in (*indices.values(), groups):
+        array.setflags(write=False)
     return SketchPlan(int(flat.size), exact, indices, offsets, groups)
 
 
@@ -182,9 +211,7 @@ def direction_outliers(
     # A matrix product with a one-hot group matrix does the same, but through the
     # 2-thread OpenBLAS of numpy 2 it took up to 65 ms now and then on a busy 2-core
     # machine, against about 2 ms for this.
-    order = np.argsort(plan.groups, kind="stable")
-    sorted_groups = plan.groups[order]
-    starts = np.flatnonzero(np.diff(sorted_groups, prepend=-1))
+    order, starts = plan.group_order, plan.group_starts
     reference = column_median(sketches)[order]
     dots = np.empty((len(sites), starts.size))
     squares = np.empty_like(dots)

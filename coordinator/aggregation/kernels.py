@@ -18,13 +18,19 @@ multiply and an add (``contract``). Neither changes a result by more than the
 rounding of the sum. NaN and infinity keep their IEEE meaning, because the
 ``nnan`` and ``ninf`` flags are left off.
 
-Compiled code is cached next to this module (numba's ``cache=True``), or in the
-user's cache directory when that is not writable. Compiling the float32 loops took
-0.5 s on a 2-core AMD EPYC virtual machine, and loading them from the cache 0.1 s.
+Compiled code is cached next to this module (numba's ``cache=True``), or in
+``NUMBA_CACHE_DIR``, or in the user's cache directory, whichever numba can write
+first. Where none is writable, as under systemd's ``ProtectSystem=strict`` without
+a cache directory, the loops are compiled in every process and a warning says
+so. Compiling the float32 loops took 0.5 s on a 2-core AMD EPYC virtual machine,
+and loading them from the cache 0.1 s.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -40,8 +46,31 @@ SUB_BLOCK_ELEMENTS = 1024
 
 FloatArray = npt.NDArray[np.floating[Any]]
 
+logger = logging.getLogger(__name__)
 
-@numba.njit(fastmath=FASTMATH_FLAGS, nogil=True, cache=True)
+
+def _compile(function: Callable[..., Any]) -> Any:
+    """Compile ``function`` with the loops' options, cached on disk where numba can be."""
+    try:
+        return numba.njit(fastmath=FASTMATH_FLAGS, nogil=True, cache=True)(function)
+    except RuntimeError:
+        # numba raises RuntimeError at decoration when it finds no writable cache directory.
+        _warn_uncached()
+        return numba.njit(fastmath=FASTMATH_FLAGS, nogil=True)(function)
+
+
+@functools.cache
+def _warn_uncached() -> None:
+    """Log once per process that the loops are compiled without a cache."""
+    logger.warning(
+        "compiled merge loops in %s are not cached, because numba found no writable cache "
+        "directory: each process compiles them again. Set NUMBA_CACHE_DIR to a writable "
+        "directory to cache them.",
+        __file__,
+    )
+
+
+@_compile
 def _square_sum(local: Any, global_: Any) -> float:
     total = 0.0
     for i in range(local.size):
@@ -50,13 +79,13 @@ def _square_sum(local: Any, global_: Any) -> float:
     return total
 
 
-@numba.njit(fastmath=FASTMATH_FLAGS, nogil=True, cache=True)
+@_compile
 def _add_scaled(local: Any, global_: Any, block: Any, weight: Any) -> None:
     for i in range(local.size):
         block[i] += weight * (local[i] - global_[i])
 
 
-@numba.njit(fastmath=FASTMATH_FLAGS, nogil=True, cache=True)
+@_compile
 def _walk_squares(local: Any, global_: Any, sub_block: int) -> tuple[int, float]:
     total = 0.0
     size = local.size
@@ -69,7 +98,7 @@ def _walk_squares(local: Any, global_: Any, sub_block: int) -> tuple[int, float]
     return size, total
 
 
-@numba.njit(fastmath=FASTMATH_FLAGS, nogil=True, cache=True)
+@_compile
 def _walk_add(
     local: Any, global_: Any, block: Any, weight: Any, sub_block: int
 ) -> tuple[int, float]:

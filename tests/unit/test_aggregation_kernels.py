@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import numpy.typing as npt
@@ -119,3 +122,23 @@ def test_read_only_inputs_accepted() -> None:
 def test_mismatched_arrays_rejected(local: npt.NDArray, global_: npt.NDArray) -> None:
     with pytest.raises(ValueError, match="flat arrays of one size and dtype"):
         delta_square_sum(local, global_)
+
+
+def test_loops_work_without_cache_directory() -> None:
+    # Only the NUMBA_CACHE_DIR locator, with no NUMBA_CACHE_DIR: numba finds nowhere to cache.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"
+    script = (
+        "import numpy as np\n"
+        "from coordinator.aggregation.kernels import add_weighted_delta\n"
+        "block = np.zeros(3, np.float32)\n"
+        "print(add_weighted_delta(np.ones(3, np.float32), np.zeros(3, np.float32), block, 2.0))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "(3, 3.0)"
+    assert completed.stderr.count("are not cached") == 1
