@@ -18,7 +18,9 @@ the first merge, so the pool and the global model are not counted. Before that
 baseline, a merge of 10 updates of 1000 parameters makes numba compile its loops
 or load them from its cache, a fixed cost of each process of about 45 MiB.
 
-Merge and numpy pass are both warmed up first, untimed, on 40 updates, and they
+Merge and numpy pass are both warmed up first, untimed, on 40 updates (the
+order-statistic strategies on the case's N, so that the warm-up does not set their
+peak), and they
 alternate their order across repeats. The FedAvg cases run with glibc's malloc
 told to keep freed memory for reuse (``MALLOC_MMAP_THRESHOLD_`` 32 MiB and
 ``MALLOC_TRIM_THRESHOLD_`` 1 GiB, see ``mallopt(3)``). With its dynamic defaults,
@@ -202,8 +204,11 @@ def run_case(updates: int, params: int, strategy_name: str, repeats: int) -> Cas
     strategy = make_strategy(STRATEGIES[strategy_name])
     load_compiled_code(strategy)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Untimed warm-up of both, so that neither pays for first-touch page faults alone.
-    warm_up = make_sources(pool, WARM_UP_UPDATES)
+    # Untimed warm-up of both, so that neither pays for first-touch page faults alone. A
+    # strategy that holds every update warms up on at most the case's own update count,
+    # so that the warm-up does not set its peak.
+    warm_up_count = WARM_UP_UPDATES if strategy.streaming else min(updates, WARM_UP_UPDATES)
+    warm_up = make_sources(pool, warm_up_count)
     strategy.aggregate(global_weights, warm_up)
     numpy_pass(global_weights, warm_up)
     merge_times: list[float] = []
