@@ -106,19 +106,19 @@ class DeltaSum:
     def subtract(self, local: Mapping[str, Array], factor: float) -> float:
         """Take ``factor * (local - global)`` out of the sum, in float64; return the delta's norm.
 
-        The delta is computed exactly as ``add`` computed it, so only the rounding
-        of the block sums it was part of remains (see ``streaming``).
+        The delta and its norm are computed as ``add`` computed them, so only the
+        rounding of the block sums it was part of remains (see ``streaming``). The
+        norm is NaN when the delta is no longer finite.
         """
         self._fold()
         sum_sq = 0.0
-        for name, g in self._global.items():
-            delta = np.subtract(local[name], g, dtype=working_dtype(g.dtype)).reshape(-1)
-            with np.errstate(over="ignore"):
-                square_sum = float(np.dot(delta, delta))
-            if not math.isfinite(square_sum):
-                wide = delta.astype(np.float64)
-                square_sum = float(np.dot(wide, wide))
+        for name, flat_global in self._flat_global.items():
+            flat_local = _flat(local[name], flat_global.dtype)
+            stop, square_sum = kernels.delta_square_sum(flat_local, flat_global)
+            if stop < flat_local.size:
+                return math.nan
             sum_sq += square_sum
+            delta = np.subtract(flat_local, flat_global)
             if factor != 1.0:
                 np.multiply(delta, factor, out=delta)
             np.subtract(self._total[name], delta, out=self._total[name])
