@@ -17,7 +17,7 @@ Squares are summed in float64.
 
 A NaN or infinity makes a sub-block's sum of squares non-finite, so the norm
 doubles as the finite check. The loop stops before adding that sub-block, but
-the sub-blocks before it stay in the sum: ``DeltaSum.tainted`` then says so, and
+the sub-blocks before it stay in the sum: ``DeltaSum.tainted`` then records that, and
 the caller merges the accepted updates again. ``DeltaWorkspace`` holds a whole
 delta, for the screening pass of strategies that need every norm before merging.
 """
