@@ -39,7 +39,7 @@ from coordinator.summary import CampaignSummary, summarize
 from coordinator.tuning import RoundTiming, retry_delay_s
 from plantfed.errors import RoundStateError
 from plantfed.keys import RoundRef
-from plantfed.modelio import encode_weights
+from plantfed.modelio import content_hash, encode_weights
 from plantfed.roundstore import RoundRecord, RoundState
 from worker.trainers.registry import get_trainer
 
@@ -128,10 +128,7 @@ class CampaignRunner:
         index = progress.state.next_round
         timing, plan = plan_round(self.config, progress.state, self.thresholds, self.hq.settings)
         if progress.server_state_bytes is not None:
-            state_hash = self.hq.blobs.put(
-                progress.server_state_bytes, self.hq.settings.model_ttl_s
-            )
-            plan = replace(plan, server_state_hash=state_hash)
+            plan = replace(plan, server_state_hash=content_hash(progress.server_state_bytes))
         logger.info("Campaign %s round %d: timing %s", self.config.id, index, timing.reason)
         attempts = self._run_attempts(progress, plan, index)
         progress = self._apply(progress, attempts, timing, plan)
@@ -227,10 +224,23 @@ class CampaignRunner:
         record = self.hq.rounds.load(ref)
         if record is not None:
             return self._resume(record, plan)
+        self._publish_inputs(progress)
         selection: Selection = choose_sites(
             self.hq, self.config, progress.state, plan, self.hooks, excluded_sites
         )
         return run_round(self.hq, plan, ref, progress.state.global_model_hash, selection)
+
+    def _publish_inputs(self, progress: Progress) -> None:
+        """Store the blobs a round's plants and closer fetch: the model and the server state.
+
+        Putting them before every attempt, not once per round, restores them when
+        Redis restarted empty during the previous attempt. A plant that then found
+        no model would fail, and the retry would leave it out for no fault of its own.
+        """
+        ttl_s = self.hq.settings.model_ttl_s
+        self.hq.blobs.put(progress.model_bytes, ttl_s)
+        if progress.server_state_bytes is not None:
+            self.hq.blobs.put(progress.server_state_bytes, ttl_s)
 
     def _await_or_take_over(self, record: RoundRecord) -> RoundClosure:
         """Wait for the closer of a round in state closing; finish its work if it died.

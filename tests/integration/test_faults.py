@@ -7,6 +7,7 @@ which updates a round counted.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from coordinator.campaign import CampaignRunner
+from coordinator.config import campaign_config_from_dict
 from coordinator.dispatch import task_id_for, train_request
 from coordinator.health import HealthThresholds, Verdict
 from coordinator.localfed import LocalFederation, PlantSpec
@@ -435,6 +438,37 @@ def test_redis_restart_mid_round(federation, redis_server):
     assert later.completed_datasites == ["plant-a", "plant-b", "plant-c"]
     assert later.failed_datasites == {}
     assert_merged_shifts(fed, later.model_hash_out, [1.0, 2.0, 4.0])
+
+
+def test_redis_restart_mid_round_of_campaign(federation, redis_server, tmp_path):
+    importlib.import_module(FAULT_PLUGIN)  # the coordinator looks the campaign's trainer up
+    fed = federation([fault_plant(f"plant-{n}", shift=1.0, sleep_s=3.0) for n in "abc"])
+    assert fed.hq is not None
+    config = campaign_config_from_dict(
+        {
+            "id": "restart-mid-round",
+            "rounds": 2,
+            "sites": ["plant-a", "plant-b", "plant-c"],
+            "min_sites": 2,
+            "checkpoint_dir": str(tmp_path / "checkpoints"),
+            "trainer": {"name": "sleepy"},
+            "round": {"preset": "plant-lan", "deadline_s": 20, "grace_s": 10},
+            "failures": {"round_retries": 4, "retry_backoff_s": 1.0},
+        }
+    )
+
+    after(1.0, redis_server.restart)
+    summary = CampaignRunner(fed.hq, config).run()
+
+    # The attempt Redis lost is retried with every site, and the model is stored again
+    # for it: no plant fails for want of the model, so none is left out.
+    assert summary.rounds_completed == 2
+    assert summary.datasite_failures == 0
+    first = summary.rounds[0]
+    assert first["round_index"] == 0
+    assert first["attempts"] >= 2
+    assert first["completed_sites"] == ["plant-a", "plant-b", "plant-c"]
+    assert first["failed_sites"] == []
 
 
 def test_bounded_concurrency_sends_in_waves(federation):
