@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from coordinator.checkpoint import CampaignState
-from coordinator.closing import RoundClosure, finish_closing
+from coordinator.closing import LOST_REASON, RoundClosure, finish_closing
 from coordinator.config import CampaignConfig
 from coordinator.context import Hq
 from coordinator.evaluation import evaluate_model
@@ -201,7 +201,10 @@ class CampaignRunner:
         health = read_site_health(
             self.hq.client, self.hq.keys, self.hq.monitor, plan.thresholds, plan.sites, self.hooks
         )
-        sites = select_sites(health, plan.trainer, plan.sites).selected
+        # A site whose worker the round found gone would only be waited for until the time-out.
+        lost = {s for s, reason in final.failed_datasites.items() if reason == LOST_REASON}
+        selected = select_sites(health, plan.trainer, plan.sites).selected
+        sites = [s for s in selected if s not in lost]
         evaluation = evaluate_model(
             self.hq,
             final.ref,

@@ -25,10 +25,15 @@ from plantfed.settings import Settings
 from worker.trainers.registry import get_trainer
 
 
+def import_plugins(modules: list[str]) -> None:
+    """Import each module, which registers the extra trainers it defines."""
+    for module in modules:
+        importlib.import_module(module)
+
+
 def campaign_run(settings: Settings, args: argparse.Namespace) -> int:
     """Run or resume a campaign; exit 0 when it ran, 1 when it ended by a failure limit."""
-    for module in args.plugins:
-        importlib.import_module(module)
+    import_plugins(args.plugins)
     hooks = [load_hook(spec) for spec in args.health_hooks]
     config = load_campaign_config(args.campaign_file)
     check_campaign(config, settings)
@@ -61,8 +66,7 @@ def load_hook(spec: str) -> HealthHook:
 
 def campaign_check(settings: Settings, args: argparse.Namespace) -> int:
     """Validate a campaign file against its trainer and these settings, without running it."""
-    for module in args.plugins:
-        importlib.import_module(module)
+    import_plugins(args.plugins)
     config = load_campaign_config(args.campaign_file)
     trainer = check_campaign(config, settings)
     sites = ", ".join(config.sites) if config.sites else "every ready site"
@@ -85,6 +89,7 @@ def _wait_for_sites(hq: Hq, config: CampaignConfig, timeout_s: float) -> None:
 
 def campaign_status(settings: Settings, args: argparse.Namespace) -> int:
     """Print a campaign's progress, statistics and recommendations."""
+    import_plugins(args.plugins)
     config = load_campaign_config(args.campaign_file)
     hq = Hq.connect(settings)
     try:
@@ -97,7 +102,9 @@ def campaign_status(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     state = progress.state
     report = build_report(state.stats, state.reliability, config)
-    summary = summarize(config, state, get_trainer(config.trainer), elapsed_s=0.0)
+    # No process times the whole campaign, so the time shown is the sum of its rounds.
+    rounds_s = sum(h.duration_s for h in state.history)
+    summary = summarize(config, state, get_trainer(config.trainer), elapsed_s=rounds_s)
     if args.json:
         data = {
             "summary": summary.to_json(),
@@ -119,6 +126,7 @@ def campaign_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def campaign_report(settings: Settings, args: argparse.Namespace) -> int:
     """Write the campaign's HTML report with plots."""
+    import_plugins(args.plugins)
     config = load_campaign_config(args.campaign_file)
     hq = Hq.connect(settings)
     try:

@@ -56,6 +56,18 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--plugin MODULE`` (repeatable) to a campaign command."""
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        dest="plugins",
+        metavar="MODULE",
+        help="module to import first, which registers extra trainers",
+    )
+
+
 def _add_connection_options(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
     """Add ``--broker``, ``--config`` and ``--log-level`` to ``parser``.
 
@@ -192,14 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="maximum wait for min_sites ready sites before the first round (60s)",
     )
-    run.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        dest="plugins",
-        metavar="MODULE",
-        help="module to import first, which registers extra trainers",
-    )
+    _add_plugin_option(run)
     run.add_argument(
         "--health-hook",
         action="append",
@@ -212,24 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate CONFIG against its trainer and these settings, without running"
     )
     check.add_argument("campaign_file", type=Path, metavar="CONFIG")
-    check.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        dest="plugins",
-        metavar="MODULE",
-        help="module to import first, which registers extra trainers",
-    )
+    _add_plugin_option(check)
     _add_connection_options(check, nested=True)
     status = campaign_commands.add_parser("status", help="print progress and statistics")
     _add_connection_options(status, nested=True)
     status.add_argument("campaign_file", type=Path, metavar="CONFIG")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_plugin_option(status)
 
     report = campaign_commands.add_parser("report", help="write an HTML report with plots")
     _add_connection_options(report, nested=True)
     report.add_argument("campaign_file", type=Path, metavar="CONFIG")
     report.add_argument("--out", type=Path, required=True, metavar="PATH", help="HTML file")
+    _add_plugin_option(report)
 
     demo = commands.add_parser("demo", help="run a whole federation on this machine")
     _add_connection_options(demo)

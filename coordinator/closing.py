@@ -26,6 +26,9 @@ from plantfed.roundstore import RoundRecord, RoundState
 
 logger = logging.getLogger(__name__)
 
+#: Failure reason of a site whose worker was found gone before the round closed.
+LOST_REASON = "lost: worker gone"
+
 
 @dataclass(frozen=True)
 class RoundClosure:
@@ -128,9 +131,7 @@ def _failed_sites(
         if outcome is None and site not in sent:
             failed[site] = "not sent before the round closed (bounded concurrency)"
         elif outcome is None:
-            failed[site] = (
-                "lost: worker gone" if site in lost else "no answer before the round closed"
-            )
+            failed[site] = LOST_REASON if site in lost else "no answer before the round closed"
         elif outcome.status is not OutcomeStatus.COMPLETED:
             failed[site] = f"{outcome.status.value}: {outcome.error or 'no detail'}"
     return failed

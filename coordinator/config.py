@@ -194,6 +194,10 @@ def load_campaign_config(path: Path | str) -> CampaignConfig:
         raise ConfigError(f"campaign file not found: {file_path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"campaign file {file_path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"campaign file {file_path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"campaign file {file_path} cannot be read: {exc}") from exc
     return campaign_config_from_dict(document, base_dir=file_path.parent, source=str(file_path))
 
 

@@ -60,7 +60,8 @@ class CampaignLock:
                 raise CampaignLockedError(
                     f"campaign {self._campaign_id} is run by another coordinator "
                     f"({self.current_holder() or 'holder unknown'}); wait for it, or pass "
-                    "--wait-lock DURATION to wait for it to finish"
+                    "--wait-lock DURATION to wait for it to finish. The lock of a "
+                    f"coordinator that died expires within {self._ttl_ms / 1000:g} s"
                 )
             time.sleep(0.5)
         logger.info("Campaign %s: lock taken by %s", self._campaign_id, self.holder)

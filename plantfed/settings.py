@@ -132,6 +132,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"settings file not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"settings file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"settings file {path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"settings file {path} cannot be read: {exc}") from exc
     table = document.get("plantfed", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [plantfed] must be a table")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -53,8 +54,11 @@ def _compile(function: Callable[..., Any]) -> Any:
     """Compile ``function`` with the loops' options, cached on disk where numba can be."""
     try:
         return numba.njit(fastmath=FASTMATH_FLAGS, nogil=True, cache=True)(function)
-    except RuntimeError:
-        # numba raises RuntimeError at decoration when it finds no writable cache directory.
+    except RuntimeError as exc:
+        # numba 0.68 raises "cannot cache function ...: no locator available ..." at
+        # decoration when no cache directory is writable.
+        if "no locator available" not in str(exc):
+            raise
         _warn_uncached()
         return numba.njit(fastmath=FASTMATH_FLAGS, nogil=True)(function)
 
@@ -62,11 +66,17 @@ def _compile(function: Callable[..., Any]) -> Any:
 @functools.cache
 def _warn_uncached() -> None:
     """Log once per process that the loops are compiled without a cache."""
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR")
+    advice = (
+        f"NUMBA_CACHE_DIR={cache_dir} is not writable: make it writable"
+        if cache_dir
+        else "set NUMBA_CACHE_DIR to a writable directory"
+    )
     logger.warning(
         "compiled merge loops in %s are not cached, because numba found no writable cache "
-        "directory: each process compiles them again. Set NUMBA_CACHE_DIR to a writable "
-        "directory to cache them.",
+        "directory: each process compiles them again. To cache them, %s.",
         __file__,
+        advice,
     )
 
 

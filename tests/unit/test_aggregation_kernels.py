@@ -124,21 +124,44 @@ def test_mismatched_arrays_rejected(local: npt.NDArray, global_: npt.NDArray) ->
         delta_square_sum(local, global_)
 
 
-def test_loops_work_without_cache_directory() -> None:
-    # Only the NUMBA_CACHE_DIR locator, with no NUMBA_CACHE_DIR: numba finds nowhere to cache.
+LOOP_SCRIPT = (
+    "import numpy as np\n"
+    "from coordinator.aggregation.kernels import add_weighted_delta\n"
+    "block = np.zeros(3, np.float32)\n"
+    "print(add_weighted_delta(np.ones(3, np.float32), np.zeros(3, np.float32), block, 2.0))\n"
+)
+
+
+def run_with_numba_env(**numba_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
-    env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"
-    script = (
-        "import numpy as np\n"
-        "from coordinator.aggregation.kernels import add_weighted_delta\n"
-        "block = np.zeros(3, np.float32)\n"
-        "print(add_weighted_delta(np.ones(3, np.float32), np.zeros(3, np.float32), block, 2.0))\n"
+    env.update(numba_env)
+    return subprocess.run(
+        [sys.executable, "-c", LOOP_SCRIPT], env=env, capture_output=True, text=True, timeout=120
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
+
+def test_loops_work_without_cache_directory() -> None:
+    # Only the NUMBA_CACHE_DIR locator, with no NUMBA_CACHE_DIR: numba finds nowhere to cache.
+    completed = run_with_numba_env(NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator")
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "(3, 3.0)"
     assert completed.stderr.count("are not cached") == 1
+    assert "set NUMBA_CACHE_DIR to a writable directory" in completed.stderr
+
+
+def test_unwritable_cache_dir_named_in_warning() -> None:
+    completed = run_with_numba_env(
+        NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator",
+        NUMBA_CACHE_DIR="/proc/plantfed-cache",
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "NUMBA_CACHE_DIR=/proc/plantfed-cache is not writable" in completed.stderr
+
+
+def test_other_numba_errors_raised() -> None:
+    completed = run_with_numba_env(NUMBA_CACHE_LOCATOR_CLASSES="NoSuchLocator")
+
+    assert completed.returncode != 0
+    assert "Unknown cache locator class" in completed.stderr

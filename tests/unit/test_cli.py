@@ -45,6 +45,21 @@ def test_broker_option_either_side_of_subcommand(argv: tuple[str, ...]) -> None:
     assert args.broker == "redis://a/0"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("campaign", "run", "c.toml"),
+        ("campaign", "check", "c.toml"),
+        ("campaign", "status", "c.toml"),
+        ("campaign", "report", "c.toml", "--out", "r.html"),
+    ],
+)
+def test_every_campaign_command_takes_plugins(argv: tuple[str, ...]) -> None:
+    args = parse(*argv, "--plugin", "extra.trainers", "--plugin", "more")
+
+    assert args.plugins == ["extra.trainers", "more"]
+
+
 def test_nested_options_keep_parent_values() -> None:
     args = parse("sites", "--log-level", "DEBUG", "--config", "s.toml", "wait")
 

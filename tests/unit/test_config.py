@@ -239,6 +239,16 @@ def test_load_rejects_missing_and_malformed_files(tmp_path: Path) -> None:
         load_campaign_config(broken)
 
 
+def test_load_rejects_binary_file_and_directory(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00id")
+
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_campaign_config(binary)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_campaign_config(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["ai4i-campaign.toml", "cmapss-campaign.toml"])
 def test_example_configs_load(name: str) -> None:
     config = load_campaign_config(EXAMPLES / name)

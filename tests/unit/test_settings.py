@@ -60,3 +60,11 @@ def test_settings_round_trip_through_env() -> None:
     settings = Settings(broker_url="redis://127.0.0.1:1/0", key_prefix="x", max_round_s=50.0)
 
     assert load_settings(env=settings.to_env()) == settings
+
+
+def test_binary_settings_file_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "plantfed.toml"
+    path.write_bytes(b"\xff\xfe[plantfed]")
+
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_settings(path, env={})
