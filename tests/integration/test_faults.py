@@ -30,6 +30,7 @@ from plantfed.keys import RoundRef
 from plantfed.messages import TRAIN_TASK, OutcomeStatus, site_queue
 from plantfed.modelio import Weights, decode_weights, encode_weights
 from tests.conftest import REPO_ROOT
+from worker.trainers import registry
 from worker.trainers.noop import NoopTrainer
 from worker.training import DISCARDED_UPDATE_TTL_S
 
@@ -440,8 +441,12 @@ def test_redis_restart_mid_round(federation, redis_server):
     assert_merged_shifts(fed, later.model_hash_out, [1.0, 2.0, 4.0])
 
 
-def test_redis_restart_mid_round_of_campaign(federation, redis_server, tmp_path):
-    importlib.import_module(FAULT_PLUGIN)  # the coordinator looks the campaign's trainer up
+def test_redis_restart_mid_round_of_campaign(federation, redis_server, tmp_path, monkeypatch):
+    # The coordinator looks the campaign's trainer up in this process's registry. A copy
+    # keeps the test trainers out of the registry other tests see.
+    monkeypatch.setattr(registry, "_registered", dict(registry._registered))
+    fault_trainers = importlib.import_module(FAULT_PLUGIN)
+    registry.register_trainer("sleepy", fault_trainers.SleepyTrainer)
     fed = federation([fault_plant(f"plant-{n}", shift=1.0, sleep_s=3.0) for n in "abc"])
     assert fed.hq is not None
     config = campaign_config_from_dict(
