@@ -35,9 +35,9 @@ from typing import Any, TypeVar
 from coordinator.aggregation import (
     DEFAULT_MAX_NORM_Z,
     DEFAULT_MIN_COSINE,
-    PARAMETER_DEFAULTS,
     StrategyConfig,
     StrategyName,
+    parameter_default,
 )
 from coordinator.config_section import Section
 from coordinator.tuning import PRESETS, NetworkPreset, TimingProfile
@@ -391,7 +391,7 @@ def _read_strategy(section: Section) -> StrategyConfig:
     params_section.reject_unknown(accepted, context=f"for strategy {name.value!r}")
     values: dict[str, Any] = {}
     for key in STRATEGY_PARAMS[name]:
-        default = PARAMETER_DEFAULTS[key]
+        default = parameter_default(name, key)
         if key == "trim_fraction":
             values[key] = params_section.number(
                 key, default, low=0.0, high=0.5, high_inclusive=False

@@ -19,9 +19,11 @@ from coordinator.aggregation.screening import ClipNorm, GuardConfig, clip_factor
 from coordinator.aggregation.server_opt import ServerOptimizer, export_state, restore_state
 from coordinator.aggregation.strategies import (
     PARAMETER_DEFAULTS,
+    STRATEGY_DEFAULTS,
     Strategy,
     StrategyConfig,
     make_strategy,
+    parameter_default,
 )
 from coordinator.aggregation.streaming import merge_mean_delta
 from coordinator.aggregation.validation import (
@@ -36,11 +38,13 @@ from coordinator.aggregation.validation import (
 __all__ = [  # noqa: RUF022 (grouped by topic, sorted within each group)
     # Configuration and factory
     "PARAMETER_DEFAULTS",
+    "STRATEGY_DEFAULTS",
     "ClipNorm",
     "GuardConfig",
     "StrategyConfig",
     "StrategyName",
     "make_strategy",
+    "parameter_default",
     # Strategy interface and its values
     "AggregateResult",
     "Strategy",

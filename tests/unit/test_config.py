@@ -108,6 +108,14 @@ def test_strategy_defaults_filled() -> None:
     assert config.strategy.trim_fraction is None
 
 
+def test_fedadagrad_has_its_own_learning_rate_default() -> None:
+    adagrad = campaign_config_from_dict(minimal(strategy={"name": "fedadagrad"}))
+    adam = campaign_config_from_dict(minimal(strategy={"name": "fedadam"}))
+
+    assert adagrad.strategy.server_learning_rate == 1.0
+    assert adam.strategy.server_learning_rate == 0.1
+
+
 def test_unknown_key_suggests_fix() -> None:
     message = config_error(minimal(round={"dedline_s": 30}))
 
