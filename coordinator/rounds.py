@@ -209,8 +209,10 @@ def collect_round(hq: Hq, spec: RoundSpec, plan: RoundPlan, started: float) -> R
     if waited.reason is not None:
         close_round(hq, spec.ref, "coordinator", waited.reason.value, waited.lost)
     closure = await_closure(hq, spec.ref, timeout_s=CLOSE_TIMEOUT_S)
+    # The process that merged has logged each rejected update already.
     for site_id, reason in sorted(closure.failed.items()):
-        logger.warning("%s site %s: not in the round: %s", spec.ref, site_id, reason)
+        if site_id not in closure.rejected:
+            logger.warning("%s site %s: not in the round: %s", spec.ref, site_id, reason)
     return result_from_closure(hq, spec, closure, time.monotonic() - started)
 
 
