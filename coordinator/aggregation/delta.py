@@ -2,11 +2,11 @@
 
 ``DeltaSum`` adds one update at a time. For each parameter, one compiled loop
 (``coordinator.aggregation.kernels``) sums the squares of ``local - global`` for
-the update's norm and adds the weighted delta to a block sum. The loaded update
-is read once, right after it was loaded, and no delta is stored. Then the
-sampled coordinates of the delta are gathered into the update's sketch. With
-numpy alone the same work took four passes over each parameter (subtract, dot,
-multiply, add), and ``bench/README.md`` compares the two.
+the update's norm, adds the weighted delta to a block sum and writes the sampled
+coordinates of the delta into the update's sketch. The loaded update is read
+once, right after it was loaded, and no delta is stored. With numpy alone the
+same work took four passes over each parameter (subtract, dot, multiply, add),
+and ``bench/README.md`` compares the two.
 
 Precision: deltas are computed in the model's working dtype (float32 for
 float16 and float32 models) and summed in a block of that dtype, which is folded
@@ -66,8 +66,8 @@ class DeltaSum:
         # Allocated by the first fold: a round of fewer than FOLD_EVERY updates needs none.
         self._total: dict[str, Float64Array] = {}
         self._in_block = 0
-        # Per parameter: the sketch's indices, its slice of the sketch and the global values.
-        self._sketch_slices: dict[str, tuple[IndexArray, slice, npt.NDArray[np.floating]]] = {}
+        # Per parameter: the sketch's indices and its slice of the sketch.
+        self._sketch_slices: dict[str, tuple[IndexArray, slice]] = {}
         self.total_weight = 0.0
         self.tainted = False
 
@@ -158,12 +158,13 @@ class DeltaSum:
         added = False
         for name, flat_global in self._flat_global.items():
             flat_local = _flat(local[name], flat_global.dtype)
+            target = None if sketch is None else self._sketch_target(sketch, name)
             if factor is None:
-                stop, square_sum = kernels.delta_square_sum(flat_local, flat_global)
+                stop, square_sum = kernels.delta_square_sum(flat_local, flat_global, sketch=target)
             else:
                 block = self._block[name]
                 stop, square_sum = kernels.add_weighted_delta(
-                    flat_local, flat_global, block, factor
+                    flat_local, flat_global, block, factor, sketch=target
                 )
             if stop < flat_local.size:
                 # Earlier parameters, and this one's values before stop, are in the sum.
@@ -171,25 +172,17 @@ class DeltaSum:
                 return _non_finite(site_id, name, local[name], flat_local, flat_global)
             added = factor is not None
             sum_sq += square_sum
-            if sketch is not None:
-                self._copy_sketch(sketch, name, flat_local, flat_global)
         return math.sqrt(sum_sq)
 
-    def _copy_sketch(
-        self,
-        sketch: tuple[SketchPlan, Float32Array],
-        name: str,
-        flat_local: npt.NDArray[np.floating],
-        flat_global: npt.NDArray[np.floating],
-    ) -> None:
-        """Write the planned coordinates of the delta into the sketch; slices are cached."""
+    def _sketch_target(
+        self, sketch: tuple[SketchPlan, Float32Array], name: str
+    ) -> kernels.SketchTarget:
+        """Return where the loop writes parameter ``name``'s sampled deltas; slices are cached."""
         plan, vector = sketch
         if name not in self._sketch_slices:
-            indices, target = plan.chunk_slices(name, 0, flat_global.size)
-            self._sketch_slices[name] = (indices, target, flat_global[indices])
-        indices, target, global_values = self._sketch_slices[name]
-        if indices.size:
-            vector[target] = flat_local[indices] - global_values
+            self._sketch_slices[name] = plan.chunk_slices(name, 0, self._flat_global[name].size)
+        indices, target = self._sketch_slices[name]
+        return indices, vector[target]
 
     def _fold(self) -> None:
         """Add the block sums into the float64 totals and empty the blocks."""

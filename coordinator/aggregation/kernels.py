@@ -47,6 +47,12 @@ SUB_BLOCK_ELEMENTS = 1024
 
 FloatArray = npt.NDArray[np.floating[Any]]
 
+#: Where a walk writes sampled deltas: sorted flat indices and the float32 values they fill.
+SketchTarget = tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]
+
+_NO_INDICES: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
+_NO_VALUES: npt.NDArray[np.float32] = np.empty(0, dtype=np.float32)
+
 logger = logging.getLogger(__name__)
 
 
@@ -96,24 +102,41 @@ def _add_scaled(local: Any, global_: Any, block: Any, weight: Any) -> None:
 
 
 @_compile
-def _walk_squares(local: Any, global_: Any, sub_block: int) -> tuple[int, float]:
+def _copy_sketch(
+    local: Any, global_: Any, stop: int, indices: Any, sketch: Any, next_index: int
+) -> int:
+    """Write the deltas at ``indices[next_index:]`` below ``stop``; return the next index."""
+    while next_index < indices.size and indices[next_index] < stop:
+        i = indices[next_index]
+        sketch[next_index] = local[i] - global_[i]
+        next_index += 1
+    return next_index
+
+
+@_compile
+def _walk_squares(
+    local: Any, global_: Any, sub_block: int, indices: Any, sketch: Any
+) -> tuple[int, float]:
     total = 0.0
     size = local.size
+    next_index = 0
     for start in range(0, size, sub_block):
         stop = min(start + sub_block, size)
         part = _square_sum(local[start:stop], global_[start:stop])
         if not np.isfinite(part):
             return start, total
+        next_index = _copy_sketch(local, global_, stop, indices, sketch, next_index)
         total += part
     return size, total
 
 
 @_compile
 def _walk_add(
-    local: Any, global_: Any, block: Any, weight: Any, sub_block: int
+    local: Any, global_: Any, block: Any, weight: Any, sub_block: int, indices: Any, sketch: Any
 ) -> tuple[int, float]:
     total = 0.0
     size = local.size
+    next_index = 0
     for start in range(0, size, sub_block):
         stop = min(start + sub_block, size)
         local_part, global_part = local[start:stop], global_[start:stop]
@@ -121,22 +144,29 @@ def _walk_add(
         if not np.isfinite(part):
             return start, total
         _add_scaled(local_part, global_part, block[start:stop], weight)
+        next_index = _copy_sketch(local, global_, stop, indices, sketch, next_index)
         total += part
     return size, total
 
 
 def delta_square_sum(
-    local: FloatArray, global_: FloatArray, sub_block: int | None = None
+    local: FloatArray,
+    global_: FloatArray,
+    sub_block: int | None = None,
+    sketch: SketchTarget | None = None,
 ) -> tuple[int, float]:
     """Sum the squares of ``local - global_`` over flat arrays of one dtype.
 
     Returns ``(stop, total)``. ``stop`` equals ``local.size`` when every square
     is finite. Otherwise it is the start of the first sub-block with a non-finite
     square, and ``total`` covers only the values before it. ``sub_block`` defaults
-    to ``SUB_BLOCK_ELEMENTS``.
+    to ``SUB_BLOCK_ELEMENTS``. With ``sketch`` as ``(indices, values)``, the delta
+    at each of the sorted ``indices`` below ``stop`` is written to ``values``.
     """
     _check_flat(local, global_)
-    stop, total = _walk_squares(local, global_, sub_block or SUB_BLOCK_ELEMENTS)
+    indices, values = _sketch_arrays(sketch)
+    block_size = sub_block or SUB_BLOCK_ELEMENTS
+    stop, total = _walk_squares(local, global_, block_size, indices, values)
     return int(stop), float(total)
 
 
@@ -146,17 +176,34 @@ def add_weighted_delta(
     block: FloatArray,
     weight: float,
     sub_block: int | None = None,
+    sketch: SketchTarget | None = None,
 ) -> tuple[int, float]:
     """Add ``weight * (local - global_)`` to ``block`` in place and sum the delta's squares.
 
-    All three are flat arrays of one dtype. Returns ``(stop, total)`` as
-    ``delta_square_sum`` does. The values from ``stop`` on are not added, so when
-    ``stop`` is 0 ``block`` is unchanged.
+    All three are flat arrays of one dtype. Returns ``(stop, total)`` and writes
+    ``sketch`` as ``delta_square_sum`` does. The values from ``stop`` on are not
+    added, so when ``stop`` is 0 ``block`` is unchanged.
     """
     _check_flat(local, global_, block)
+    indices, values = _sketch_arrays(sketch)
     scalar = block.dtype.type(weight)
-    stop, total = _walk_add(local, global_, block, scalar, sub_block or SUB_BLOCK_ELEMENTS)
+    block_size = sub_block or SUB_BLOCK_ELEMENTS
+    stop, total = _walk_add(local, global_, block, scalar, block_size, indices, values)
     return int(stop), float(total)
+
+
+def _sketch_arrays(sketch: SketchTarget | None) -> SketchTarget:
+    """Return the sketch's arrays, or empty ones, so that the loops keep one signature."""
+    if sketch is None:
+        return _NO_INDICES, _NO_VALUES
+    indices, values = sketch
+    if indices.ndim != 1 or values.ndim != 1 or indices.size != values.size:
+        raise ValueError(
+            f"sketch indices {indices.shape} and values {values.shape} must be flat and match"
+        )
+    if indices.size and indices[0] < 0:
+        raise ValueError(f"sketch indices must be sorted and >= 0, got {indices[0]} first")
+    return indices, values
 
 
 def _check_flat(*arrays: FloatArray) -> None:

@@ -124,6 +124,56 @@ def test_mismatched_arrays_rejected(local: npt.NDArray, global_: npt.NDArray) ->
         delta_square_sum(local, global_)
 
 
+def test_add_writes_sketch_across_sub_blocks() -> None:
+    local, global_ = pair(20, np.float32, seed=6)
+    indices = np.array([0, 2, 3, 9, 19], dtype=np.intp)
+    values = np.zeros(5, dtype=np.float32)
+
+    stop, _ = add_weighted_delta(
+        local, global_, np.zeros(20, np.float32), 1.0, sub_block=4, sketch=(indices, values)
+    )
+
+    assert stop == 20
+    np.testing.assert_array_equal(values, (local - global_)[indices])
+
+
+def test_sketch_stops_with_the_walk() -> None:
+    local, global_ = pair(20, np.float32, seed=7)
+    local[9] = math.nan
+    indices = np.array([1, 5, 9, 15], dtype=np.intp)
+    values = np.full(4, -1.0, dtype=np.float32)
+
+    stop, _ = delta_square_sum(local, global_, sub_block=4, sketch=(indices, values))
+
+    assert stop == 8
+    np.testing.assert_array_equal(values[:2], (local - global_)[[1, 5]])
+    assert (values[2:] == -1.0).all()
+
+
+def test_sketch_of_float64_delta_stored_as_float32() -> None:
+    local, global_ = pair(10, np.float64, seed=8)
+    indices = np.array([4], dtype=np.intp)
+    values = np.zeros(1, dtype=np.float32)
+
+    delta_square_sum(local, global_, sketch=(indices, values))
+
+    assert values[0] == np.float32(local[4] - global_[4])
+
+
+@pytest.mark.parametrize(
+    ("indices", "values", "message"),
+    [
+        (np.array([0, 1]), np.zeros(1, np.float32), "must be flat and match"),
+        (np.array([-1, 2]), np.zeros(2, np.float32), "sorted and >= 0"),
+    ],
+)
+def test_bad_sketch_rejected(indices: npt.NDArray, values: npt.NDArray, message: str) -> None:
+    local, global_ = pair(5, np.float32, seed=9)
+
+    with pytest.raises(ValueError, match=message):
+        delta_square_sum(local, global_, sketch=(indices.astype(np.intp), values))
+
+
 LOOP_SCRIPT = (
     "import numpy as np\n"
     "from coordinator.aggregation.kernels import add_weighted_delta\n"
