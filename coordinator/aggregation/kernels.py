@@ -1,4 +1,4 @@
-"""Compiled loops of the streaming merge: a delta's sum of squares and its weighted add.
+"""Compiled loops of the streaming merge: a delta's sum of squares, weighted add and sketch.
 
 With numpy, adding ``weight * (local - global)`` to a running sum and measuring
 the delta's norm takes four passes (subtract, dot, multiply, add), and each pass
@@ -7,7 +7,8 @@ walk. The walk goes through the parameter in sub-blocks of ``sub_block`` values.
 It sums the squares of a sub-block's delta first and adds the sub-block only when
 that sum is finite, so the sub-block that holds a NaN or an infinity, and every
 sub-block after it, stays out of the sum. The second read of a sub-block is served
-from the L1 cache.
+from the L1 cache, and so are the sampled deltas the walk copies into a sketch for
+the direction screen.
 
 Each square is taken in float64, and so is each sub-block's sum of squares. The
 square of a finite float32 delta never overflows float64, so for a float32 model
