@@ -31,13 +31,14 @@ from coordinator.rounds import (
     RoundResult,
     await_closure,
     collect_round,
+    output_lost,
     result_from_closure,
     run_round,
 )
 from coordinator.selection import Selection, select_sites
 from coordinator.summary import CampaignSummary, summarize
 from coordinator.tuning import RoundTiming, retry_delay_s
-from plantfed.errors import RoundStateError
+from plantfed.errors import BlobNotFoundError, RoundStateError
 from plantfed.keys import RoundRef
 from plantfed.modelio import content_hash, encode_weights
 from plantfed.roundstore import RoundRecord, RoundState
@@ -64,6 +65,14 @@ class RoundReport:
 
 
 RoundObserver = Callable[[RoundReport], None]
+
+
+@dataclass(frozen=True)
+class RoundOutput:
+    """What a successful round produced, read from Redis right after it closed."""
+
+    model_bytes: bytes
+    server_state_bytes: bytes | None
 
 
 class CampaignRunner:
@@ -130,8 +139,8 @@ class CampaignRunner:
         if progress.server_state_bytes is not None:
             plan = replace(plan, server_state_hash=content_hash(progress.server_state_bytes))
         logger.info("Campaign %s round %d: timing %s", self.config.id, index, timing.reason)
-        attempts = self._run_attempts(progress, plan, index)
-        progress = self._apply(progress, attempts, timing, plan)
+        attempts, output = self._run_attempts(progress, plan, index)
+        progress = self._apply(progress, attempts, output, timing, plan)
         save_progress(self.hq, self.config, progress)
         if self.on_round is not None:
             last = progress.state.history[-1]
@@ -140,13 +149,24 @@ class CampaignRunner:
             )
         return progress
 
-    def _run_attempts(self, progress: Progress, plan: RoundPlan, index: int) -> list[RoundResult]:
-        """Run a round, retrying it with backoff without the sites that failed it."""
+    def _run_attempts(
+        self, progress: Progress, plan: RoundPlan, index: int
+    ) -> tuple[list[RoundResult], RoundOutput | None]:
+        """Run a round, retrying it with backoff without the sites that failed it.
+
+        Returns every attempt and, when the last one succeeded, its new model and
+        server state as read from Redis.
+        """
         attempts: list[RoundResult] = []
         left_out: set[str] = set()
+        output: RoundOutput | None = None
         for attempt in range(1, self.config.failures.round_retries + 2):
             ref = RoundRef(self.config.id, index, attempt)
             result = self._run_attempt(progress, plan, ref, left_out)
+            if result.success:
+                output = self._read_output(result)
+                if output is None:
+                    result = output_lost(result)
             attempts.append(result)
             if result.success or attempt > self.config.failures.round_retries:
                 break
@@ -169,19 +189,38 @@ class CampaignRunner:
                 without,
             )
             time.sleep(delay_s)
-        return attempts
+        return attempts, output
+
+    def _read_output(self, result: RoundResult) -> RoundOutput | None:
+        """Read a successful round's new model and server state; None when Redis lost them."""
+        try:
+            model_bytes = self.hq.blobs.get(result.model_hash_out)
+            state_bytes = None
+            if result.server_state_hash is not None:
+                state_bytes = self.hq.blobs.get(result.server_state_hash)
+        except BlobNotFoundError as exc:
+            logger.warning("%s: closed, but Redis lost its output (%s)", result.ref, exc)
+            return None
+        return RoundOutput(model_bytes, state_bytes)
 
     def _apply(
-        self, progress: Progress, attempts: list[RoundResult], timing: RoundTiming, plan: RoundPlan
+        self,
+        progress: Progress,
+        attempts: list[RoundResult],
+        output: RoundOutput | None,
+        timing: RoundTiming,
+        plan: RoundPlan,
     ) -> Progress:
         final = attempts[-1]
         metrics: dict[str, float] = {}
         model_bytes = progress.model_bytes
         server_state = progress.server_state_bytes
-        if final.success:
-            model_bytes = self.hq.blobs.get(final.model_hash_out)
-            if final.server_state_hash is not None:
-                server_state = self.hq.blobs.get(final.server_state_hash)
+        if final.success and output is not None:
+            model_bytes = output.model_bytes
+            if output.server_state_bytes is not None:
+                server_state = output.server_state_bytes
+            # Stored again in case Redis restarted since the close: the plants fetch it.
+            self.hq.blobs.put(model_bytes, self.hq.settings.model_ttl_s)
             metrics = self._evaluate(final, plan)
         state = apply_round(
             self.config,

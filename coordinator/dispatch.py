@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from celery import Signature, chord
 
 from coordinator.context import Hq
-from plantfed.keys import RoundRef
 from plantfed.messages import CLOSE_ROUND_TASK, TRAIN_TASK, TrainRequest, site_queue
 from plantfed.roundstore import RoundSpec
 
 logger = logging.getLogger(__name__)
+
+#: Characters of the round opening's token in a task id: enough to tell openings apart.
+TASK_ID_TOKEN_CHARS = 8
 
 
 @dataclass(frozen=True)
@@ -26,13 +28,16 @@ class TaskLimits:
     expires_s: float
 
 
-def task_id_for(ref: RoundRef, site_id: str) -> str:
+def task_id_for(spec: RoundSpec, site_id: str) -> str:
     """Return the Celery task id of a site's training task in a round.
 
-    Ids are derived from the round, so a coordinator that restarts can find and
-    revoke the tasks of a round it did not dispatch itself.
+    Ids are derived from the round record, so a coordinator that restarts can find
+    and revoke the tasks of a round it did not dispatch itself. They include the
+    opening's token: a round that Redis lost is opened again under the same tag,
+    and a plant worker discards a task whose id it still remembers as revoked.
     """
-    return f"plantfed-{ref.campaign_id}-{ref.tag}-{site_id}"
+    ref = spec.ref
+    return f"plantfed-{ref.campaign_id}-{ref.tag}-{spec.token[:TASK_ID_TOKEN_CHARS]}-{site_id}"
 
 
 def train_request(spec: RoundSpec, site_id: str, update_ttl_s: float) -> TrainRequest:
@@ -58,7 +63,7 @@ def train_signature(hq: Hq, spec: RoundSpec, site_id: str, limits: TaskLimits) -
         TRAIN_TASK,
         kwargs=request.to_json(),
         queue=site_queue(site_id),
-        task_id=task_id_for(spec.ref, site_id),
+        task_id=task_id_for(spec, site_id),
         soft_time_limit=limits.soft_time_limit_s,
         time_limit=limits.time_limit_s,
         expires=limits.expires_s,
@@ -72,7 +77,7 @@ def send_round(hq: Hq, spec: RoundSpec, limits: TaskLimits) -> dict[str, str]:
     """
     ref = spec.ref
     header = [train_signature(hq, spec, site_id, limits) for site_id in spec.sites]
-    task_ids = {site_id: task_id_for(ref, site_id) for site_id in spec.sites}
+    task_ids = {site_id: task_id_for(spec, site_id) for site_id in spec.sites}
     body = hq.app.signature(
         CLOSE_ROUND_TASK,
         kwargs={"campaign_id": ref.campaign_id, "index": ref.index, "attempt": ref.attempt},
@@ -122,7 +127,7 @@ class WaveDispatcher:
         for site_id in batch:
             train_signature(self._hq, self._spec, site_id, limits).apply_async()
         self._hq.rounds.set_task_ids(
-            self._spec.ref, {site_id: task_id_for(self._spec.ref, site_id) for site_id in batch}
+            self._spec.ref, {site_id: task_id_for(self._spec, site_id) for site_id in batch}
         )
         self._sent.update(batch)
         logger.info(

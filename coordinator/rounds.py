@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from coordinator.closing import RoundClosure, close_round
@@ -265,6 +265,23 @@ def _not_started(
         execution_time_s=elapsed_s,
         model_hash_in=model_hash,
         model_hash_out=model_hash,
+    )
+
+
+def output_lost(result: RoundResult) -> RoundResult:
+    """Return ``result`` as a round Redis lost: its new model vanished before it was read.
+
+    Like a lost round record, this is no site's fault, and the round is run again.
+    """
+    sites = [*result.completed_datasites, *result.failed_datasites]
+    return replace(
+        result,
+        success=False,
+        status=RECORD_LOST,
+        completed_datasites=[],
+        failed_datasites={s: "new model lost by Redis before it was read" for s in sites},
+        model_hash_out=result.model_hash_in,
+        server_state_hash=None,
     )
 
 
