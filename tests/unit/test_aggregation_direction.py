@@ -268,7 +268,7 @@ def test_config_without_min_cosine_gets_default() -> None:
     assert StrategyConfig.from_json(data).min_cosine == 0.0
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 4, 9, 10])
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 9, 10, 16, 17, 40])
 def test_column_median_matches_numpy(count: int) -> None:
     rows = np.random.default_rng(count).standard_normal((count, 37)).astype(np.float32)
 
@@ -276,3 +276,9 @@ def test_column_median_matches_numpy(count: int) -> None:
 
     assert median.dtype == np.float64
     np.testing.assert_allclose(median, np.median(rows.astype(np.float64), axis=0), rtol=1e-12)
+
+
+def test_column_median_with_ties() -> None:
+    rows = np.array([[1.0, 2.0], [1.0, -3.0], [0.0, 2.0], [1.0, 2.0]], dtype=np.float32)
+
+    np.testing.assert_array_equal(column_median(rows), [1.0, 2.0])
