@@ -50,7 +50,10 @@ def save_progress(hq: Hq, config: CampaignConfig, progress: Progress) -> None:
 
 
 def load_progress(hq: Hq, config: CampaignConfig) -> Progress | None:
-    """Return the newest known progress of the campaign, or None for a new campaign."""
+    """Return the newest known progress of the campaign, or None for a new campaign.
+
+    Reads only: the campaign stores the model in Redis again before each round.
+    """
     from_disk = load_latest_checkpoint(config.checkpoint_dir, config.id)
     from_redis = _load_from_redis(hq, config.id)
     candidates = [p for p in (from_disk, from_redis) if p is not None]
@@ -59,17 +62,15 @@ def load_progress(hq: Hq, config: CampaignConfig) -> Progress | None:
     newest = max(candidates, key=lambda p: p.state.next_round)
     if isinstance(newest, Progress):
         return newest
-    logger.info(
-        "Campaign %s: resuming from checkpoint %s (round %d)",
+    logger.debug(
+        "Campaign %s: newest progress is checkpoint %s (round %d)",
         config.id,
         newest.path,
         newest.state.next_round,
     )
-    progress = Progress(
+    return Progress(
         newest.state, newest.model_bytes, newest.best_bytes, newest.server_state_bytes, "checkpoint"
     )
-    hq.blobs.put(progress.model_bytes, hq.settings.model_ttl_s)
-    return progress
 
 
 def _load_from_redis(hq: Hq, campaign_id: str) -> Progress | None:
