@@ -84,8 +84,8 @@ class HeartbeatMonitor:
     def task_failure(self, task_id: str, since_unix_s: float = 0.0) -> str | None:
         """Return the failure a worker reported for ``task_id`` at or after ``since_unix_s``.
 
-        Task ids repeat when a round is opened again (after Redis lost its record),
-        so a caller passes the time its round opened to ignore an earlier run's failure.
+        A caller passes the time its round opened, so that a failure reported
+        before it, in any earlier run, is ignored.
         """
         with self._lock:
             failure = self._task_failures.get(task_id)
@@ -129,8 +129,10 @@ class HeartbeatMonitor:
         with self._lock:
             previous = self._beats.get(worker)
             offline = kind == "worker-offline"
-            if offline and previous is not None and not previous.offline:
+            if previous is not None and offline and not previous.offline:
                 logger.info("Worker %s went offline", worker)
+            elif previous is not None and previous.offline and not offline:
+                logger.info("Worker %s is back online", worker)
             self._beats[worker] = WorkerBeat(
                 worker=worker,
                 last_seen_monotonic_s=time.monotonic(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -204,6 +205,19 @@ def test_worker_events_update_beats() -> None:
     beat = beats.beat(WORKER)
     assert beat is not None
     assert beat.offline
+
+
+def test_worker_going_offline_and_back_logged(caplog: pytest.LogCaptureFixture) -> None:
+    beats = HeartbeatMonitor(Celery("unit", set_as_current=False))
+    caplog.set_level(logging.INFO, logger="coordinator.heartbeats")
+
+    beats._on_event({"type": "worker-heartbeat", "hostname": WORKER})
+    beats._on_event({"type": "worker-offline", "hostname": WORKER})
+    beats._on_event({"type": "worker-online", "hostname": WORKER})
+    beats._on_event({"type": "worker-heartbeat", "hostname": WORKER})
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [f"Worker {WORKER} went offline", f"Worker {WORKER} is back online"]
 
 
 def test_task_failure_before_round_opened_is_ignored() -> None:
