@@ -205,7 +205,7 @@ def run_case(updates: int, params: int, strategy_name: str, repeats: int) -> Cas
     load_compiled_code(strategy)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Untimed warm-up of both, so that neither pays for first-touch page faults alone. A
-    # strategy that holds every update warms up on at most the case's own update count,
+    # strategy that keeps every update warms up on at most the case's own update count,
     # so that the warm-up does not set its peak.
     warm_up_count = WARM_UP_UPDATES if strategy.streaming else min(updates, WARM_UP_UPDATES)
     warm_up = make_sources(pool, warm_up_count)
@@ -280,7 +280,11 @@ def plan_cases(args: argparse.Namespace) -> list[tuple[int, str]]:
 
 def repeats_for(updates: int) -> int:
     """Return the timed repeats of a case: fewer for larger N."""
-    return 11 if updates <= 10 else 5 if updates <= 100 else 3
+    if updates <= 10:
+        return 11
+    if updates <= 100:
+        return 5
+    return 3
 
 
 def print_report(results: Sequence[CaseResult]) -> None:

@@ -69,7 +69,7 @@ RoundObserver = Callable[[RoundReport], None]
 
 @dataclass(frozen=True)
 class RoundOutput:
-    """What a successful round produced, read from Redis right after it closed."""
+    """Output of a successful round: its new model and server state, read right after the close."""
 
     model_bytes: bytes
     server_state_bytes: bytes | None

@@ -25,6 +25,10 @@ class BlobStore:
         digest = content_hash(data)
         key = self._keys.blob(digest)
         ttl_ms = max(1, int(ttl_s * 1000))
+        # A stored blob only has its expiry extended, so its bytes are not sent again.
+        # PEXPIRE GT returns 0 both for a missing key and for a longer expiry, hence EXISTS.
+        if self._client.pexpire(key, ttl_ms, gt=True) or self._client.exists(key):
+            return digest, False
         created = bool(self._client.set(key, data, px=ttl_ms, nx=True))
         if not created:
             self._client.pexpire(key, ttl_ms, gt=True)

@@ -11,20 +11,20 @@ from the L1 cache, and so are the sampled deltas the walk copies into a sketch f
 the direction screen.
 
 Each square is taken in float64, and so is each sub-block's sum of squares. The
-square of a finite float32 delta never overflows float64, so for a float32 model
-a non-finite sum means a non-finite delta. The weighted add runs in the block
-sum's dtype, as numpy's ``multiply`` and ``add`` would. LLVM may reorder the sums
-of squares (``reassoc``) so that it can vectorise them, and it may fuse a
-multiply and an add (``contract``). Neither changes a result by more than the
-rounding of the sum. NaN and infinity keep their IEEE meaning, because the
-``nnan`` and ``ninf`` flags are left off.
+square of a finite float32 delta is at most about 1.2e77, far below the float64
+maximum of 1.8e308, so for a float32 model a non-finite sum means a non-finite
+delta. The weighted add runs in the block sum's dtype, as numpy's ``multiply`` and
+``add`` would. LLVM may reorder the sums of squares (``reassoc``) so that it can
+vectorise them, and it may fuse a multiply and an add (``contract``). Neither
+changes a result by more than the rounding of the sum. NaN and infinity keep their
+IEEE meaning, because the ``nnan`` and ``ninf`` flags are left off.
 
-Compiled code is cached next to this module (numba's ``cache=True``), or in
-``NUMBA_CACHE_DIR``, or in the user's cache directory, whichever numba can write
-first. Where none is writable, as under systemd's ``ProtectSystem=strict`` without
-a cache directory, the loops are compiled in every process and a warning says
-so. Compiling the float32 loops took 0.5 s on a 2-core AMD EPYC virtual machine,
-and loading them from the cache 0.1 s.
+Compiled code is cached in ``NUMBA_CACHE_DIR`` when it is set, else next to this
+module, else in the user's cache directory: the first of these that numba can
+write to (numba's ``cache=True``). Where none is writable, as under systemd's
+``ProtectSystem=strict`` without a cache directory, the loops are compiled in every
+process and a warning tells how to cache them. Compiling the float32 loops took
+0.5 s on a 2-core AMD EPYC virtual machine, and loading them from the cache 0.1 s.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ SUB_BLOCK_ELEMENTS = 1024
 
 FloatArray = npt.NDArray[np.floating[Any]]
 
-#: Where a walk writes sampled deltas: sorted flat indices and the float32 values they fill.
+#: Target of a walk's sampled deltas: sorted flat indices and the float32 values they fill.
 SketchTarget = tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]
 
 _NO_INDICES: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
@@ -115,26 +115,17 @@ def _copy_sketch(
 
 
 @_compile
-def _walk_squares(
-    local: Any, global_: Any, sub_block: int, indices: Any, sketch: Any
+def _walk(
+    local: Any,
+    global_: Any,
+    block: Any,
+    weight: Any,
+    add: bool,
+    sub_block: int,
+    indices: Any,
+    sketch: Any,
 ) -> tuple[int, float]:
-    total = 0.0
-    size = local.size
-    next_index = 0
-    for start in range(0, size, sub_block):
-        stop = min(start + sub_block, size)
-        part = _square_sum(local[start:stop], global_[start:stop])
-        if not np.isfinite(part):
-            return start, total
-        next_index = _copy_sketch(local, global_, stop, indices, sketch, next_index)
-        total += part
-    return size, total
-
-
-@_compile
-def _walk_add(
-    local: Any, global_: Any, block: Any, weight: Any, sub_block: int, indices: Any, sketch: Any
-) -> tuple[int, float]:
+    """Walk the delta sub-block by sub-block; add it to ``block`` only when ``add`` is set."""
     total = 0.0
     size = local.size
     next_index = 0
@@ -144,7 +135,8 @@ def _walk_add(
         part = _square_sum(local_part, global_part)
         if not np.isfinite(part):
             return start, total
-        _add_scaled(local_part, global_part, block[start:stop], weight)
+        if add:
+            _add_scaled(local_part, global_part, block[start:stop], weight)
         next_index = _copy_sketch(local, global_, stop, indices, sketch, next_index)
         total += part
     return size, total
@@ -167,7 +159,10 @@ def delta_square_sum(
     _check_flat(local, global_)
     indices, values = _sketch_arrays(sketch)
     block_size = sub_block or SUB_BLOCK_ELEMENTS
-    stop, total = _walk_squares(local, global_, block_size, indices, values)
+    # The walk does not touch the block when it does not add, so an empty one serves.
+    unused_block = local[:0]
+    zero = local.dtype.type(0.0)
+    stop, total = _walk(local, global_, unused_block, zero, False, block_size, indices, values)
     return int(stop), float(total)
 
 
@@ -189,7 +184,7 @@ def add_weighted_delta(
     indices, values = _sketch_arrays(sketch)
     scalar = block.dtype.type(weight)
     block_size = sub_block or SUB_BLOCK_ELEMENTS
-    stop, total = _walk_add(local, global_, block, scalar, block_size, indices, values)
+    stop, total = _walk(local, global_, block, scalar, True, block_size, indices, values)
     return int(stop), float(total)
 
 

@@ -130,6 +130,27 @@ def test_blob_store_verifies_and_expires(redis_server):
         blobs.get(digest)
 
 
+def test_blob_put_again_only_extends_expiry(redis_server):
+    client = connect(redis_server.url)
+    blobs = BlobStore(client, Keys("t"))
+    key = Keys("t").blob(blobs.put(b"model", ttl_s=60))
+
+    extended = blobs.put_new(b"model", ttl_s=120)
+    extended_ttl_ms = client.pttl(key)
+    shorter = blobs.put_new(b"model", ttl_s=10)
+    kept_ttl_ms = client.pttl(key)
+    client.delete(key)
+    stored_again = blobs.put_new(b"model", ttl_s=30)
+
+    assert extended[1] is False
+    assert extended_ttl_ms > 60_000
+    assert shorter[1] is False
+    assert kept_ttl_ms > 60_000
+    assert stored_again[1] is True
+    assert client.get(key) == b"model"
+    assert 0 < client.pttl(key) <= 30_000
+
+
 def test_outcome_of_earlier_opening_refused(store):
     from dataclasses import replace
 
